@@ -1,0 +1,29 @@
+# Two entry points for a fresh clone: `make demo` (main job) and `make test` (test suite).
+# Each sets up .venv itself: CPU torch 2.13.0 from local disk first (an unpinned torch would pull a
+# multi-GB CUDA build), then the package in editable mode with its dev extra.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: setup demo test test-slow bench
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m causalinterp demo --out reports
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+bench: setup
+	$(PY) -m benchmarks

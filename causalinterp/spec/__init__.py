@@ -1,0 +1,1 @@
+"""Specs: pure data describing an experiment (what to intervene on, how, what to measure, what is claimed)."""

@@ -1,0 +1,182 @@
+"""Sites: where an intervention acts (component, layer, head, token position).
+
+A `Site` is one concrete place.  A `SiteSet` is a declarative description
+("every layer x every position of resid_pre") that is resolved against a model
+and a contrast set only at scan time, so it can be written before either exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+
+Position = Union[int, str]
+
+COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "q", "k", "v")
+HEAD_COMPONENTS = ("head_out", "q", "k", "v")
+ALL = "all"  # the position that means "every position at once"
+
+
+class SiteError(ValueError):
+    """A site description that cannot be resolved against the model or the data."""
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """One place to intervene: `component` at `layer` (and `head`) at token `position`.
+
+    `position` is an int (negative counts from each prompt's end), a named
+    position of the contrast set (e.g. ``"end"``, ``"S2"``), or ``"all"``.
+    """
+
+    component: str
+    layer: int
+    head: int | None = None
+    position: Position = ALL
+
+    def __post_init__(self):
+        if self.component not in COMPONENTS:
+            raise SiteError(f"unknown component {self.component!r}; choose one of {', '.join(COMPONENTS)}")
+        if self.component in HEAD_COMPONENTS and self.head is None:
+            raise SiteError(f"component {self.component!r} needs a head index, e.g. Site({self.component!r}, layer, head)")
+        if self.component not in HEAD_COMPONENTS and self.head is not None:
+            raise SiteError(f"component {self.component!r} has no heads; use head_out/q/k/v for per-head sites")
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise SiteError(f"layer must be an int, got {self.layer!r}")
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name, e.g. ``head_out L9.H6 @end``."""
+        head = f".H{self.head}" if self.head is not None else ""
+        return f"{self.component} L{self.layer}{head} @{self.position}"
+
+    def to_dict(self) -> dict:
+        return {"component": self.component, "layer": self.layer, "head": self.head, "position": self.position}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Site":
+        return cls(d["component"], int(d["layer"]), d.get("head"), d.get("position", ALL))
+
+
+def _tuple_or_none(x) -> tuple | None:
+    if x is None:
+        return None
+    if isinstance(x, (int, str)):
+        return (x,)
+    return tuple(x)
+
+
+@dataclass(frozen=True)
+class SiteSet:
+    """A declarative set of sites, resolved by `resolve(model, data)` at scan time.
+
+    Either a grid (`component` with `layers`/`heads`/`positions`, ``None`` meaning
+    every one, one site each) or an explicit tuple of `Site`s.
+    """
+
+    component: str | None = None
+    layers: tuple | None = None
+    heads: tuple | None = None
+    positions: tuple | None = None
+    explicit: tuple[Site, ...] = field(default=())
+
+    def __post_init__(self):
+        if self.component is None and not self.explicit:
+            raise SiteError("an empty SiteSet: give a component grid or a list of sites")
+        if self.component is not None and self.component not in COMPONENTS:
+            raise SiteError(f"unknown component {self.component!r}; choose one of {', '.join(COMPONENTS)}")
+
+    def resolve(self, n_layers: int, n_heads: int, seq_lens: Sequence[int], named: Iterable[str] = ()) -> tuple[Site, ...]:
+        """Concrete sites in column order, checked against the model's size and the data."""
+        named = set(named) | {"end", ALL}
+        if self.explicit:
+            sites = self.explicit
+        else:
+            layers = self.layers if self.layers is not None else tuple(range(n_layers))
+            if self.positions is None:
+                if len(set(seq_lens)) > 1:
+                    raise SiteError(
+                        "positions=None means one site per token position, but the prompts have different lengths "
+                        f"({min(seq_lens)}..{max(seq_lens)} tokens); use named positions (e.g. positions=['S2', 'end']) "
+                        "or prompts of one length")
+                positions = tuple(range(seq_lens[0]))
+            else:
+                positions = self.positions
+            if self.component in HEAD_COMPONENTS:
+                heads = self.heads if self.heads is not None else tuple(range(n_heads))
+                sites = tuple(Site(self.component, l, h, p) for l in layers for h in heads for p in positions)
+            else:
+                if self.heads is not None:
+                    raise SiteError(f"heads= given for {self.component!r}, which has no heads")
+                sites = tuple(Site(self.component, l, None, p) for l in layers for p in positions)
+        min_len = min(seq_lens)
+        for s in sites:
+            if not 0 <= s.layer < n_layers:
+                raise SiteError(f"{s.label}: layer {s.layer} does not exist; the model has layers 0..{n_layers - 1}")
+            if s.head is not None and not 0 <= s.head < n_heads:
+                raise SiteError(f"{s.label}: head {s.head} does not exist; the model has heads 0..{n_heads - 1}")
+            if isinstance(s.position, str):
+                if s.position not in named:
+                    raise SiteError(f"{s.label}: unknown named position {s.position!r}; the data has {sorted(named)}")
+            elif not -min_len <= s.position < min_len:
+                raise SiteError(f"{s.label}: position {s.position} is out of range for the shortest prompt "
+                                f"({min_len} tokens)")
+        return tuple(sites)
+
+    def to_dict(self) -> dict:
+        if self.explicit:
+            return {"sites": [s.to_dict() for s in self.explicit]}
+        return {"component": self.component, "layers": _list(self.layers), "heads": _list(self.heads),
+                "positions": _list(self.positions)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SiteSet":
+        if "sites" in d:
+            return cls(explicit=tuple(Site.from_dict(s) for s in d["sites"]))
+        return cls(d["component"], _tuple_or_none(d.get("layers")), _tuple_or_none(d.get("heads")),
+                   _tuple_or_none(d.get("positions")))
+
+
+def _list(t):
+    return None if t is None else list(t)
+
+
+def _grid(component):
+    def make(layers=None, positions=None) -> SiteSet:
+        return SiteSet(component, _tuple_or_none(layers), None, _tuple_or_none(positions))
+    make.__name__ = component
+    make.__doc__ = (f"Sites of `{component}`: one per layer x position (None = every layer / every position; "
+                    f"positions may be ints, named positions or 'all').")
+    return make
+
+
+resid_pre = _grid("resid_pre")
+resid_mid = _grid("resid_mid")
+resid_post = _grid("resid_post")
+attn_out = _grid("attn_out")
+mlp_out = _grid("mlp_out")
+
+
+def _head_grid(component):
+    def make(layers=None, heads=None, positions=None) -> SiteSet:
+        return SiteSet(component, _tuple_or_none(layers), _tuple_or_none(heads), _tuple_or_none(positions))
+    make.__name__ = component
+    make.__doc__ = f"Per-head `{component}` sites: one per layer x head x position (None = every one)."
+    return make
+
+
+head_out = _head_grid("head_out")
+q = _head_grid("q")
+k = _head_grid("k")
+v = _head_grid("v")
+
+
+def heads(pairs: Iterable[tuple[int, int]], positions: Position | Sequence[Position] = ALL,
+          component: str = "head_out") -> SiteSet:
+    """Explicit heads, e.g. ``heads([(9, 9), (9, 6)], positions="end")``; one site per head x position."""
+    positions = _tuple_or_none(positions)
+    return SiteSet(explicit=tuple(Site(component, int(l), int(h), p) for l, h in pairs for p in positions))
+
+
+def explicit(sites: Iterable[Site]) -> SiteSet:
+    """A SiteSet from a list of `Site`s."""
+    return SiteSet(explicit=tuple(sites))

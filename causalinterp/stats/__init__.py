@@ -1,0 +1,21 @@
+"""`causalinterp.stats` -- pure-numpy statistics on per-prompt data, vectorised over sites.
+
+No model knowledge lives here: every function takes arrays with prompts on `axis` (0 by default)
+and returns small frozen result objects in the style of `scipy.stats`, with arrays over the
+remaining axes (scalars for 1-D input).  Torch tensors are accepted (converted with numpy).
+"""
+from .bootstrap import ConfidenceInterval, bootstrap_ci, bootstrap_distribution
+from .effects import EffectSize, RecoveryResult, RecoveryUndefined, effect_size, recovery
+from .equivalence import TOSTResult, tost
+from .multiple import CORRECTIONS, adjust_pvalues
+from .permutation import PermutationResult, permutation_test
+from .power import MDEResult, min_detectable_effect, smallest_pvalue
+
+__all__ = [
+    "permutation_test", "PermutationResult",
+    "bootstrap_ci", "bootstrap_distribution", "ConfidenceInterval",
+    "adjust_pvalues", "CORRECTIONS",
+    "tost", "TOSTResult",
+    "effect_size", "EffectSize", "recovery", "RecoveryResult", "RecoveryUndefined",
+    "min_detectable_effect", "MDEResult", "smallest_pvalue",
+]

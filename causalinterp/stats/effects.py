@@ -1,0 +1,171 @@
+"""Effect sizes and the normalised recovery (ratio of means) with a joint bootstrap CI."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+from .bootstrap import ConfidenceInterval, _check_level, _check_method, _ratio_ci, _ratio_distribution
+from .permutation import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows, _cluster_index,
+                          _cluster_sums, _paired_2d, _rng, _shape_out, _to_numpy, DEFAULT_MAX_MEMORY)
+
+__all__ = ["EffectSize", "effect_size", "RecoveryResult", "recovery", "RecoveryUndefined"]
+
+
+class RecoveryUndefined(ValueError):
+    """Clean and corrupt runs do not differ on average, so a normalised recovery has no denominator."""
+
+
+@dataclass(frozen=True)
+class EffectSize:
+    """Standardised mean difference of paired data (scalars for 1-D input).
+
+    cohens_d   Cohen's d_z = mean(x - y) / sd(x - y)   (sd with ddof=1)
+    hedges_g   Hedges' g_z = J(n - 1) * d_z, the small-sample unbiased version (exact gamma-function J)
+    mean, sd, n
+    Zero variance: d = g = +-inf for a non-zero mean, 0 when every difference is 0 (never NaN).
+    """
+
+    cohens_d: Any
+    hedges_g: Any
+    mean: Any
+    sd: Any
+    n: int
+
+
+def _hedges_j(df: int) -> float:
+    if df < 2:
+        return 1.0 - 3.0 / (4.0 * df - 1.0) if df > 0 else float("nan")
+    return float(np.exp(gammaln(df / 2) - 0.5 * np.log(df / 2) - gammaln((df - 1) / 2)))
+
+
+def effect_size(x, y=None, *, axis: int = 0) -> EffectSize:
+    """Cohen's d_z and Hedges' g_z of the paired differences ``x - y`` (of x when y is None) along `axis`."""
+    d, rest = _paired_2d(x, y, axis)
+    n = d.shape[0]
+    mean = d.mean(axis=0)
+    sd = d.std(axis=0, ddof=1)
+    zero = np.ptp(d, axis=0) == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dz = np.where(zero, np.where(mean == 0, 0.0, np.sign(mean) * np.inf), mean / np.where(zero, 1.0, sd))
+    g = np.where(np.isinf(dz), dz, _hedges_j(n - 1) * dz)
+    return EffectSize(cohens_d=_shape_out(dz, rest), hedges_g=_shape_out(g, rest), mean=_shape_out(mean, rest),
+                      sd=_shape_out(sd, rest), n=n)
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    """Result of `recovery` (scalars for 1-D input, else arrays over the other axes).
+
+    estimate           (mean patched - mean corrupt) / (mean clean - mean corrupt)
+    ci                 joint bootstrap `ConfidenceInterval` of that ratio (``ci.method == "exact"``-like zero
+                       width when every prompt recovers the same fraction)
+    gap                mean(clean - corrupt), the denominator
+    n                  prompts
+    n_units            resampled units (clusters, or prompts)
+    gap_flip_fraction  fraction of bootstrap resamples whose mean gap has the other sign (or is 0): when it
+                       exceeds (1 - confidence_level)/2 the gap is not reliably non-zero and the ratio unstable
+    exact              True where every unit has the same recovery (zero variance: the ratio is known exactly)
+    """
+
+    estimate: Any
+    ci: ConfidenceInterval
+    gap: float
+    n: int
+    n_units: int
+    gap_flip_fraction: float
+    exact: Any
+
+    @property
+    def low(self):
+        return self.ci.low
+
+    @property
+    def high(self):
+        return self.ci.high
+
+
+def _gap_scale(clean: np.ndarray, corrupt: np.ndarray) -> float:
+    return float(np.mean(np.abs(clean)) + np.mean(np.abs(corrupt)))
+
+
+def gap_is_zero(gap_mean: float, clean: np.ndarray, corrupt: np.ndarray, rtol: float = 1e-9) -> bool:
+    """True when the mean clean-corrupt gap is zero relative to the metric's scale (recovery undefined)."""
+    return abs(gap_mean) <= rtol * _gap_scale(clean, corrupt) or gap_mean == 0
+
+
+def recovery(patched, clean, corrupt, *, method: str = "bca", confidence_level: float = 0.95,
+             n_resamples: int = 9999, seed=None, axis: int = 0, clusters=None,
+             max_memory: int | None = None) -> RecoveryResult:
+    """Normalised recovery ``(mean patched - mean corrupt) / (mean clean - mean corrupt)`` with a bootstrap CI.
+
+    This is a **ratio of means**, bootstrapped **jointly over prompts**: each resample draws prompts
+    (or whole clusters) and recomputes both means from the same prompts.  It is *not* the mean of
+    per-prompt ratios ``(patched_i - corrupt_i) / (clean_i - corrupt_i)``, which explodes whenever a
+    single prompt has clean ~= corrupt.
+
+    `patched` is [n_prompts, ...] (one column per site); `clean` and `corrupt` are [n_prompts] or the
+    same shape as `patched`.  For noising/ablation pass ``clean=target, corrupt=base`` (the unintervened
+    run that was patched is "corrupt"; where a full effect goes is "clean").
+
+    Raises `RecoveryUndefined` when mean(clean - corrupt) is 0 relative to the metric's scale (the ratio
+    has no denominator).  When every prompt recovers exactly the same fraction, the interval has zero width.
+    """
+    method = _check_method(method)
+    cl = _check_level(confidence_level)
+    n_resamples = _check_n_resamples(n_resamples)
+    p = _to_numpy(patched, "patched")
+    c = _to_numpy(clean, "clean")
+    r = _to_numpy(corrupt, "corrupt")
+    for arr, name in ((p, "patched"), (c, "clean"), (r, "corrupt")):
+        _check_finite(arr, name)
+    axis = _check_axis(axis, p.ndim)
+    shape_in = p.shape
+    p = np.moveaxis(p, axis, 0)
+    n = p.shape[0]
+    rest = p.shape[1:]
+    p2 = p.reshape(n, -1)
+    k = p2.shape[1]
+
+    def _base(arr, name):
+        if arr.ndim == 1:
+            if arr.shape[0] != n:
+                raise ValueError(f"{name} has {arr.shape[0]} prompts but patched has {n}; give one {name} value "
+                                 "per prompt (same order)")
+            return arr.reshape(n, 1)
+        if arr.shape != shape_in:
+            raise ValueError(f"{name} has shape {arr.shape}; it must be [n_prompts] or the shape of patched")
+        return np.moveaxis(arr, axis, 0).reshape(n, -1)
+
+    c2, r2 = _base(c, "clean"), _base(r, "corrupt")
+    _check_n(n, "patched", "prompts")
+    num = p2 - r2
+    den = np.broadcast_to(c2 - r2, (n, c2.shape[1]))
+    gap = den.mean(axis=0)
+    zero = np.array([gap_is_zero(g, c2[:, min(j, c2.shape[1] - 1)], r2[:, min(j, r2.shape[1] - 1)])
+                     for j, g in enumerate(gap)])
+    if zero.any():
+        raise RecoveryUndefined(
+            f"clean and corrupt do not differ (mean clean - corrupt = {gap[zero][0]:.3g}): the recovery "
+            "(patched - corrupt)/(clean - corrupt) has no denominator. Check the contrast set (do corrupt prompts "
+            "change the answer?) or test the raw effect with has_effect/no_effect and an absolute margin.")
+    inverse, g = _cluster_index(clusters, n)
+    A = _cluster_sums(num, inverse, g)
+    Bs = _cluster_sums(np.ascontiguousarray(den), inverse, g)
+    seed_int = int(_rng(seed).integers(0, 2 ** 63 - 1))
+    est, lo, hi, se, exact = _ratio_ci(A, Bs, method=method, confidence_level=cl, n_resamples=n_resamples,
+                                       rng=np.random.default_rng(seed_int), max_memory=max_memory)
+    # the sign of a resampled mean gap is the sign of c @ gap-sums; same resamples as the CI
+    base_seed = int(np.random.default_rng(seed_int).integers(0, 2 ** 63 - 1))
+    gcol = Bs[:, :1] if Bs.shape[1] == 1 else Bs.mean(axis=1, keepdims=True)
+    chunk = _chunk_rows(max_memory or DEFAULT_MAX_MEMORY, 32 * g, n_resamples)
+    gdist = _ratio_distribution(gcol, np.ones((g, 1)), n_resamples, base_seed, chunk)[:, 0]
+    s = np.sign(gcol.sum())
+    flip = float(np.mean(np.sign(gdist) != s))
+    ci = ConfidenceInterval(low=_shape_out(lo, rest), high=_shape_out(hi, rest), method=method, confidence_level=cl,
+                            estimate=_shape_out(est, rest), standard_error=_shape_out(se, rest),
+                            n_resamples=n_resamples)
+    return RecoveryResult(estimate=_shape_out(est, rest), ci=ci, gap=float(gap.mean()) if gap.size > 1 else float(gap[0]),
+                          n=n, n_units=g, gap_flip_fraction=flip, exact=_shape_out(exact, rest))

@@ -1,0 +1,285 @@
+"""Paired sign-flip (permutation) tests, vectorised over every axis but the sample axis.
+
+The test of ``mean(x - y) = 0`` flips the sign of each paired difference (or of
+each cluster's sum of differences) at random; under the null hypothesis that
+the differences are symmetric about zero every sign pattern is equally likely.
+
+All sites share the same sign patterns, so the null distribution of 1,000
+sites is one matrix product ``signs @ d`` per chunk of resamples; memory is
+bounded by chunking the resamples (``max_memory``).
+
+This module also holds the small input helpers shared by the other
+`causalinterp.stats` modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PermutationResult", "permutation_test", "DEFAULT_MAX_MEMORY"]
+
+#: Default memory budget (bytes) for the resampling buffers of one call.
+DEFAULT_MAX_MEMORY = 256 * 2**20
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+
+# Relative tolerance for null statistics that equal the observed one in exact arithmetic
+# but differ by rounding (scipy uses 100 * eps relative to the observed statistic; we
+# use the data's scale as well, so ties at a near-zero observed mean are also caught).
+_TIE_RTOL = 100 * np.finfo(float).eps
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """A float64 numpy array from an array-like or a (CPU or GPU) torch tensor."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor
+        x = x.detach().cpu()
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array (numpy array, list or torch tensor); "
+                        f"got {type(x).__name__}: {exc}") from None
+    if arr.ndim == 0:
+        raise ValueError(f"{name} is a scalar; pass one value per prompt (an array with prompts on `axis`)")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        kinds = []
+        if np.isnan(arr).any():
+            kinds.append("NaN")
+        if np.isinf(arr).any():
+            kinds.append("inf")
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} {'/'.join(kinds)} value(s) (first at index {first}); "
+            "statistics on non-finite values are undefined. Drop those prompts, or fix the metric "
+            "(e.g. a log-probability of a zero probability) before testing.")
+
+
+def _check_n(n: int, name: str, what: str = "observations") -> None:
+    if n < 2:
+        raise ValueError(f"{name} has {n} {what} along the sample axis; at least 2 are needed "
+                         "(no variability can be estimated from fewer). Use more prompts.")
+
+
+def _paired_2d(x, y=None, axis: int = 0, name: str = "x"):
+    """``x - y`` as a float array [n, k] with the sample axis first, plus the shape of the other axes."""
+    xa = _to_numpy(x, name)
+    if y is not None:
+        ya = _to_numpy(y, "y")
+        if xa.shape != ya.shape:
+            raise ValueError(f"{name} has shape {xa.shape} but y has shape {ya.shape}; paired data need the "
+                             "same shape (one row per prompt in both). Align them, or pass the differences as x.")
+        _check_finite(xa, name)
+        _check_finite(ya, "y")
+        d = xa - ya
+        _check_finite(d, f"{name} - y")
+    else:
+        _check_finite(xa, name)
+        d = xa
+    axis = _check_axis(axis, d.ndim)
+    d = np.moveaxis(d, axis, 0)
+    n = d.shape[0]
+    _check_n(n, name)
+    rest = d.shape[1:]
+    return np.ascontiguousarray(d.reshape(n, -1)), rest
+
+
+def _check_axis(axis: int, ndim: int) -> int:
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def _rng(seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"seed must be None, an int, a SeedSequence or a numpy Generator; got {seed!r}") from exc
+
+
+def _check_n_resamples(n_resamples) -> int:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    return int(n_resamples)
+
+
+def _check_alternative(alternative: str) -> str:
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    return alternative
+
+
+def _cluster_index(clusters, n: int):
+    """(unit index per prompt [n], number of units) for cluster labels, or None."""
+    if clusters is None:
+        return None, n
+    if hasattr(clusters, "detach") and hasattr(clusters, "cpu"):
+        clusters = clusters.detach().cpu().numpy()
+    labels = np.asarray(clusters)
+    if labels.shape != (n,):
+        raise ValueError(f"clusters must have one label per prompt, shape ({n},); got shape {labels.shape}")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError("clusters contains NaN/inf labels; give every prompt a cluster id (e.g. its template index)")
+    _, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    g = int(inverse.max()) + 1
+    if g < 2:
+        raise ValueError("all prompts are in one cluster; resampling whole clusters needs at least 2 clusters "
+                         "(pass clusters=None to treat prompts as independent)")
+    return inverse, g
+
+
+def _cluster_sums(a: np.ndarray, inverse, g: int) -> np.ndarray:
+    """Sum the rows of ``a`` [n, k] within each cluster -> [g, k] (identity without clusters)."""
+    if inverse is None:
+        return a
+    out = np.zeros((g, a.shape[1]))
+    np.add.at(out, inverse, a)
+    return out
+
+
+def _chunk_rows(max_memory: int, bytes_per_row: int, total: int) -> int:
+    if max_memory is None:
+        max_memory = DEFAULT_MAX_MEMORY
+    if not isinstance(max_memory, (int, np.integer)) or max_memory <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+    return int(max(1, min(total, max_memory // max(1, bytes_per_row))))
+
+
+def _shape_out(a: np.ndarray, rest: tuple):
+    """Reshape a per-column array to the non-sample axes; a numpy scalar for 1-D input."""
+    a = np.asarray(a).reshape(rest)
+    return a[()] if a.ndim == 0 else a
+
+
+# ------------------------------------------------------------------------------- core
+
+@dataclass(frozen=True)
+class _SignFlip:
+    statistic: np.ndarray      # [k] observed mean
+    count_ge: np.ndarray       # [k] null >= observed
+    count_le: np.ndarray       # [k] null <= observed
+    count_abs: np.ndarray      # [k] |null| >= |observed|
+    n_resamples: int           # resamples used (2**units when exact)
+    exact: bool
+
+    def pvalue(self, alternative: str) -> np.ndarray:
+        """p-values: exact p = count / 2**n (two-sided 2*min, as scipy); Monte Carlo p = (b + 1) / (B + 1)."""
+        if self.exact:
+            total = float(self.n_resamples)
+            if alternative == "greater":
+                p = self.count_ge / total
+            elif alternative == "less":
+                p = self.count_le / total
+            else:
+                p = 2 * np.minimum(self.count_ge, self.count_le) / total
+        else:
+            b = {"greater": self.count_ge, "less": self.count_le, "two-sided": self.count_abs}[alternative]
+            p = (b + 1.0) / (self.n_resamples + 1.0)
+        return np.clip(p, 0.0, 1.0)
+
+
+def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inverse=None, n_units=None,
+              max_memory=None) -> _SignFlip:
+    """Sign-flip null distribution of the mean of ``d`` [n, k], counted against the observed mean."""
+    n, k = d.shape
+    units = _cluster_sums(d, inverse, n_units) if inverse is not None else d
+    g = units.shape[0]
+    obs = d.mean(axis=0)
+    scale = np.abs(d).mean(axis=0)
+    gamma = _TIE_RTOL * np.maximum(np.abs(obs), scale)
+    lo_thr, hi_thr = obs - gamma, obs + gamma
+    abs_thr = np.abs(obs) - gamma
+
+    exact = g < 63 and 2 ** g <= n_resamples
+    total = 2 ** g if exact else n_resamples
+    # per resample row: signs (8 g), null row (8 k), a boolean temporary (k)
+    chunk = _chunk_rows(max_memory, 8 * g + 9 * k, total)
+    ge = np.zeros(k, dtype=np.int64)
+    le = np.zeros(k, dtype=np.int64)
+    ab = np.zeros(k, dtype=np.int64)
+    bits = np.arange(g, dtype=np.int64)
+    for start in range(0, total, chunk):
+        stop = min(total, start + chunk)
+        if exact:
+            idx = np.arange(start, stop, dtype=np.int64)
+            signs = 1.0 - 2.0 * ((idx[:, None] >> bits) & 1)
+        else:
+            signs = np.where(rng.random((stop - start, g)) < 0.5, -1.0, 1.0)
+        null = signs @ units
+        null /= n
+        ge += np.count_nonzero(null >= lo_thr, axis=0)
+        le += np.count_nonzero(null <= hi_thr, axis=0)
+        np.abs(null, out=null)
+        ab += np.count_nonzero(null >= abs_thr, axis=0)
+    return _SignFlip(obs, ge, le, ab, total, exact)
+
+
+# ----------------------------------------------------------------------------- public
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Result of `permutation_test` (scalars for 1-D input, else arrays over the other axes).
+
+    statistic    observed mean of ``x - y``
+    pvalue       p-value for `alternative`
+    n_resamples  sign patterns used (``2**n`` when exact)
+    exact        True when every sign pattern was enumerated
+    alternative  "two-sided" | "greater" | "less"
+    """
+
+    statistic: Any
+    pvalue: Any
+    n_resamples: int
+    exact: bool
+    alternative: str = "two-sided"
+
+
+def permutation_test(x, y=None, *, alternative: str = "two-sided", n_resamples: int = 9999, seed=None,
+                     axis: int = 0, clusters=None, max_memory: int | None = None) -> PermutationResult:
+    """Paired sign-flip permutation test of ``mean(x - y) = 0`` (one-sample test of ``mean(x) = 0`` if y is None).
+
+    Vectorised over every axis except `axis` (the prompts): data [n_prompts, n_sites] gives one
+    test per site, all computed together from one set of sign patterns.
+
+    * Exact when ``2**n <= n_resamples``: every one of the ``2**n`` sign patterns is enumerated and
+      ``p = count / 2**n`` (two-sided: twice the smaller one-sided p, capped at 1 -- identical to
+      ``scipy.stats.permutation_test(..., permutation_type="samples")`` with the mean).
+    * Monte Carlo otherwise: ``B = n_resamples`` random sign patterns and ``p = (b + 1) / (B + 1)``,
+      where ``b`` counts null statistics at least as extreme (two-sided: ``|null| >= |observed|``).
+      This p-value is valid (never anti-conservative) for any B.
+
+    Null statistics equal to the observed one up to rounding (``100 * eps`` relative) count as ties.
+
+    Parameters
+    ----------
+    alternative  "two-sided" | "greater" (mean > 0) | "less" (mean < 0)
+    seed         None, int, SeedSequence or numpy Generator; the result is deterministic given an int seed
+                 and does not depend on `max_memory`.
+    clusters     optional group label per prompt; whole groups' signs are flipped together (use when prompts
+                 from one template are not independent). Exactness then depends on the number of groups.
+    max_memory   bytes for the resampling buffers (default 256 MiB); resamples are processed in chunks.
+
+    The smallest attainable p is ``2 / 2**n`` (two-sided, exact), ``1 / 2**n`` (one-sided, exact) or
+    ``1 / (B + 1)`` (Monte Carlo); see `causalinterp.stats.smallest_pvalue`.
+    """
+    alternative = _check_alternative(alternative)
+    n_resamples = _check_n_resamples(n_resamples)
+    d, rest = _paired_2d(x, y, axis)
+    inverse, g = _cluster_index(clusters, d.shape[0])
+    res = _signflip(d, n_resamples=n_resamples, rng=_rng(seed), inverse=inverse, n_units=g,
+                    max_memory=max_memory)
+    return PermutationResult(statistic=_shape_out(res.statistic, rest),
+                             pvalue=_shape_out(res.pvalue(alternative), rest),
+                             n_resamples=res.n_resamples, exact=res.exact, alternative=alternative)

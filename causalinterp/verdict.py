@@ -1,0 +1,248 @@
+"""The verdict rules: statistics of one site -> supported / refuted / null / inconclusive, with a reason.
+
+Every rule is written once, here, and documented in ``docs/verdicts.md`` (keep the two in step).
+`causalinterp.evaluate` computes the numbers (p-values already corrected over the family of sites)
+and calls these rules; nothing here computes statistics.
+
+    supported     the data show the claim (corrected p < alpha, or an exact answer)
+    refuted       the data show the opposite of the claim
+    null          the data show there is no effect (equivalence within the margin)
+    inconclusive  the data cannot tell; the reason says why (CI straddles the threshold, too few
+                  prompts for the corrected alpha, undefined recovery, ...)
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["SUPPORTED", "REFUTED", "NULL", "INCONCLUSIVE", "VERDICTS", "Context", "SiteEvidence", "Decision",
+           "recovers_rule", "has_effect_rule", "no_effect_rule", "beats_random_rule", "combine"]
+
+SUPPORTED, REFUTED, NULL, INCONCLUSIVE = "supported", "refuted", "null", "inconclusive"
+VERDICTS = (SUPPORTED, REFUTED, NULL, INCONCLUSIVE)
+
+# flags (table column `flag`; several are joined with ",")
+ZERO_VARIANCE = "zero-variance"
+UNDERPOWERED = "underpowered"
+UNDEFINED = "undefined"
+UNSTABLE_GAP = "unstable-gap"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every rule of one evaluation shares."""
+
+    alpha: float
+    threshold: float          # the level the smallest p of the family must reach (alpha/m for Holm)
+    threshold_label: str      # e.g. "alpha/m = 0.05/144"
+    smallest_p: float         # smallest attainable p for this n / n_resamples
+    n_label: str              # e.g. "n=8" or "8 clusters"
+    confidence_level: float
+    base_name: str = "corrupt"    # the unintervened run that was patched
+    target_name: str = "clean"    # where a full effect goes
+
+    @property
+    def underpowered(self) -> bool:
+        return self.smallest_p >= self.threshold
+
+    def power_reason(self) -> str:
+        op = ">" if self.smallest_p > self.threshold else "="
+        return (f"{self.n_label}: smallest attainable p {_p(self.smallest_p)} {op} {self.threshold_label}; "
+                "more prompts (or more resamples / another correction) are needed")
+
+
+@dataclass(frozen=True)
+class SiteEvidence:
+    """The numbers of one site (one column of `Effects.values`). Fields a rule does not use stay None."""
+
+    estimate: float                   # recovery, or mean effect (values - base), or normalised joint effect
+    ci_low: float
+    ci_high: float
+    p_adj: float | None = None        # corrected p of the claim's own test
+    p_opposite_adj: float | None = None   # corrected p of the opposite one-sided test
+    exact: bool = False               # zero variance: the estimate is known exactly
+    all_base: bool = False            # values == base on every prompt
+    all_target: bool = False          # values == target on every prompt
+    undefined: str | None = None      # why the quantity is undefined (e.g. no clean-corrupt gap)
+    unstable_gap: str | None = None   # why the recovery's denominator is unreliable
+    margin: float | None = None       # equivalence margin (metric units)
+    tost_p_adj: float | None = None
+    tost_low: float | None = None     # (1 - 2 alpha) CI used by TOST
+    tost_high: float | None = None
+    exceeds_p_adj: float | None = None    # corrected p of "|effect| > margin"
+    mde: float | None = None          # minimum detectable effect (metric units)
+    mde_relative: float | None = None  # as a fraction of the gap
+    random_rank: str | None = None    # beats_random: where the observed effect falls among random sets
+    beats_median: bool = False        # beats_random: observed above the random sets' median
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    flag: str
+    reason: str
+
+
+def _g(x) -> str:
+    return f"{x:.3g}"
+
+
+def _p(x) -> str:
+    return f"{x:.2g}"
+
+
+def _ci(lo, hi) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def _flags(*flags) -> str:
+    return ",".join(f for f in flags if f)
+
+
+def _same_as(ctx: Context, ev: SiteEvidence) -> str | None:
+    if ev.all_base:
+        return f"patched equals {ctx.base_name} on every prompt"
+    if ev.all_target:
+        return f"patched equals {ctx.target_name} on every prompt"
+    return None
+
+
+def _cl(ctx: Context) -> str:
+    return f"{100 * ctx.confidence_level:g}% CI"
+
+
+# ----------------------------------------------------------------------------- rules
+
+def recovers_rule(ev: SiteEvidence, ctx: Context, tau: float) -> Decision:
+    """recovers(tau): sign-flip test of d = (values - base) - tau * (target - base)."""
+    if ev.undefined:
+        return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
+    if ev.exact:
+        what = _same_as(ctx, ev) or f"every prompt recovers exactly {_g(ev.estimate)} of the gap"
+        if ev.estimate >= tau:
+            return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} >= {tau:g} exactly")
+        return Decision(REFUTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} < {tau:g} exactly")
+    ci = f"{_cl(ctx)} {_ci(ev.ci_low, ev.ci_high)}"
+    if ev.unstable_gap:
+        return Decision(INCONCLUSIVE, UNSTABLE_GAP, f"{ev.unstable_gap}; recovery {_g(ev.estimate)}, {ci}")
+    if ev.p_adj < ctx.alpha:
+        return Decision(SUPPORTED, "", f"recovery {_g(ev.estimate)} > {tau:g}: {ci}, p_adj {_p(ev.p_adj)}")
+    if ev.p_opposite_adj < ctx.alpha:
+        return Decision(REFUTED, "", f"recovery {_g(ev.estimate)} < {tau:g}: {ci}, p_adj {_p(ev.p_opposite_adj)}")
+    side = "straddles" if ev.ci_low <= tau <= ev.ci_high else ("lies above" if ev.ci_low > tau else "lies below")
+    reason = f"{ci} {side} {tau:g}, not significant (p_adj {_p(ev.p_adj)} vs alpha {ctx.alpha:g})"
+    if ctx.underpowered:
+        return Decision(INCONCLUSIVE, UNDERPOWERED, f"{ctx.power_reason()}; {reason}")
+    return Decision(INCONCLUSIVE, "", reason)
+
+
+def _not_detected(ev: SiteEvidence, ctx: Context, lead: str) -> Decision:
+    """Shared tail of has_effect / no_effect: neither significant nor equivalent."""
+    parts = [lead]
+    if ev.mde is not None:
+        rel = f" ({_g(ev.mde_relative)} of the gap)" if ev.mde_relative is not None else ""
+        parts.append(f"minimum detectable effect {_g(ev.mde)}{rel} at {ctx.threshold_label} with 80% power")
+    if ctx.underpowered:
+        parts.insert(0, ctx.power_reason())
+        return Decision(INCONCLUSIVE, UNDERPOWERED, "; ".join(parts))
+    return Decision(INCONCLUSIVE, "", "; ".join(parts))
+
+
+def has_effect_rule(ev: SiteEvidence, ctx: Context, direction: str) -> Decision:
+    """has_effect(direction): sign-flip test of values - base, then TOST to tell null from inconclusive."""
+    if ev.exact:
+        what = _same_as(ctx, ev) or f"the effect is exactly {_g(ev.estimate)} on every prompt"
+        if ev.estimate == 0:
+            return Decision(NULL, ZERO_VARIANCE, f"{what}: effect exactly 0")
+        if direction == "any" or (ev.estimate > 0) == (direction == "increase"):
+            return Decision(SUPPORTED, ZERO_VARIANCE, what)
+        return Decision(REFUTED, ZERO_VARIANCE, f"{what}: the opposite direction of the claimed {direction}")
+    ci = f"{_cl(ctx)} {_ci(ev.ci_low, ev.ci_high)}"
+    if ev.p_adj < ctx.alpha:
+        return Decision(SUPPORTED, "", f"mean effect {_g(ev.estimate)}, {ci}, p_adj {_p(ev.p_adj)}")
+    if ev.p_opposite_adj is not None and ev.p_opposite_adj < ctx.alpha:
+        return Decision(REFUTED, "", f"mean effect {_g(ev.estimate)} goes against the claimed {direction}: {ci}, "
+                                     f"p_adj {_p(ev.p_opposite_adj)}")
+    lead = f"not significant (p_adj {_p(ev.p_adj)}), mean effect {_g(ev.estimate)}, {ci}"
+    if ev.undefined:
+        return Decision(INCONCLUSIVE, UNDEFINED, f"{lead}; no equivalence margin: {ev.undefined}")
+    if ev.tost_p_adj < ctx.alpha:
+        return Decision(NULL, "", f"no effect: {100 * (1 - 2 * ctx.alpha):g}% CI {_ci(ev.tost_low, ev.tost_high)} "
+                                  f"within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+    return _not_detected(ev, ctx, f"{lead}; not shown within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+
+
+def no_effect_rule(ev: SiteEvidence, ctx: Context) -> Decision:
+    """no_effect(margin): TOST; an effect beyond the margin refutes."""
+    if ev.undefined:
+        return Decision(INCONCLUSIVE, UNDEFINED, f"no equivalence margin: {ev.undefined}")
+    if ev.exact:
+        what = _same_as(ctx, ev) or f"the effect is exactly {_g(ev.estimate)} on every prompt"
+        if abs(ev.estimate) < ev.margin:
+            return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: within +-{_g(ev.margin)}")
+        return Decision(REFUTED, ZERO_VARIANCE, f"{what}: not within +-{_g(ev.margin)}")
+    tci = f"{100 * (1 - 2 * ctx.alpha):g}% CI {_ci(ev.tost_low, ev.tost_high)}"
+    if ev.tost_p_adj < ctx.alpha:
+        return Decision(SUPPORTED, "", f"{tci} within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+    if ev.exceeds_p_adj < ctx.alpha:
+        return Decision(REFUTED, "", f"effect {_g(ev.estimate)} beyond +-{_g(ev.margin)}: "
+                                     f"{100 * (1 - ctx.alpha):g}% CI outside the margin (p_adj {_p(ev.exceeds_p_adj)})")
+    return _not_detected(ev, ctx, f"{tci} crosses +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+
+
+def beats_random_rule(ev: SiteEvidence, ctx: Context, n_random: int) -> Decision:
+    """beats_random: rank of the joint normalised effect among random site sets of the same size."""
+    if ev.undefined:
+        return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
+    if ctx.underpowered:
+        need = int(1 / ctx.alpha)
+        return Decision(INCONCLUSIVE, UNDERPOWERED,
+                        f"{n_random} random site sets: smallest attainable p {_p(ctx.smallest_p)} is not below alpha "
+                        f"{ctx.alpha:g}; use n_random >= {need}")
+    if ev.p_adj < ctx.alpha:
+        return Decision(SUPPORTED, "", f"normalised effect {_g(ev.estimate)} {ev.random_rank} (p {_p(ev.p_adj)})")
+    if not ev.beats_median:
+        return Decision(NULL, "", f"no better than random: normalised effect {_g(ev.estimate)} {ev.random_rank} "
+                                  f"(p {_p(ev.p_adj)})")
+    return Decision(INCONCLUSIVE, "", f"normalised effect {_g(ev.estimate)} {ev.random_rank}, but not significantly "
+                                      f"(p {_p(ev.p_adj)} vs alpha {ctx.alpha:g})")
+
+
+# ----------------------------------------------------------------------------- overall
+
+def combine(decisions: Sequence[Decision], labels: Sequence[str], correction: str) -> tuple[str, list[str]]:
+    """Overall verdict of a family of sites.
+
+    One site: its verdict and reason.  Several: "supported" if every site is supported, "refuted" if
+    any is refuted, "null" if every site is null, otherwise "inconclusive"; the reasons count the
+    verdicts and list the first few sites of each.
+    """
+    if len(decisions) == 1:
+        return decisions[0].verdict, [decisions[0].reason]
+    counts = Counter(d.verdict for d in decisions)
+    m = len(decisions)
+    if counts[SUPPORTED] == m:
+        verdict = SUPPORTED
+    elif counts[REFUTED]:
+        verdict = REFUTED
+    elif counts[NULL] == m:
+        verdict = NULL
+    else:
+        verdict = INCONCLUSIVE
+    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
+    reasons = [f"{counts[verdict]} of {m} sites {verdict}" if verdict != INCONCLUSIVE or counts[INCONCLUSIVE] == m
+               else f"{counts[SUPPORTED]} of {m} sites supported",
+               f"{m} sites, one family ({correction} correction): " + ", ".join(parts)]
+    for v in (REFUTED, SUPPORTED, INCONCLUSIVE):
+        names = [lab for lab, d in zip(labels, decisions) if d.verdict == v]
+        if names and len(names) < m:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            reasons.append(f"{v}: " + ", ".join(names[:5]) + more)
+    flagged = Counter(f for d in decisions for f in d.flag.split(",") if f)
+    for flag, k in flagged.items():
+        reasons.append(f"{k} of {m} sites flagged {flag}")
+    under = [d.reason for d in decisions if UNDERPOWERED in d.flag.split(",")]
+    if under:
+        reasons.append(under[0].split(";")[0])
+    return verdict, reasons
