@@ -19,7 +19,8 @@ from .stats.bootstrap import _check_level, _mean_units, _ratio_ci
 from .stats.effects import effect_size, gap_is_zero, recovery
 from .stats.equivalence import tost
 from .stats.multiple import adjust_pvalues, check_correction, effective_alpha
-from .stats.permutation import _check_n_resamples, _cluster_index, _cluster_sums, _signflip
+from .stats.permutation import (ZERO_VAR_RTOL, _check_n_resamples, _cluster_index, _cluster_sums, _signflip,
+                                _zero_variance)
 from .stats.power import _standardized_mde, smallest_pvalue
 
 __all__ = ["Evaluation", "evaluate"]
@@ -155,6 +156,8 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
 
     e = values - base[:, None]                     # per-prompt effect of each intervention
     gap = target - base                            # per-prompt full effect
+    # magnitude of the operands, against which rounding noise in e is judged (zero-variance detection)
+    scale = np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max()
     mean_gap = float(gap.mean())
     no_gap = gap_is_zero(mean_gap, target, base)
     base_name, target_name = _names(base, target, clean, corrupt)
@@ -167,9 +170,10 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     common = dict(alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl, seed=seed,
                   n_prompts=n, n_clusters=g if inverse is not None else None, claim=claim)
 
-    def context(smallest, threshold, label):
+    def context(smallest, threshold, label, fix=""):
         return V.Context(alpha=alpha, threshold=threshold, threshold_label=label, smallest_p=smallest,
-                         n_label=n_label, confidence_level=cl, base_name=base_name, target_name=target_name)
+                         n_label=n_label, confidence_level=cl, base_name=base_name, target_name=target_name,
+                         power_fix=fix)
 
     thr = effective_alpha(alpha, m, correction)
     thr_label = (f"alpha/m = {alpha:g}/{m}" if thr < alpha else f"alpha = {alpha:g}")
@@ -184,13 +188,35 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
         alternative = {"any": "two-sided", "increase": "greater", "decrease": "less"}[claim.direction]
     else:
         alternative = "two-sided"
-    ctx = context(smallest_pvalue(g, n_resamples, alternative), thr, thr_label)
+    smallest = smallest_pvalue(g, n_resamples, alternative)
+    ctx = context(smallest, thr, thr_label, _power_fix(g, n_resamples, thr, alternative, inverse is not None,
+                                                       correction))
 
     if isinstance(claim, Recovers):
         return _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reason, inverse, g,
-                         rng_perm, rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common)
+                         rng_perm, rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common,
+                         scale)
     return _effect_claims(claim, e, gap, mean_gap, no_gap, values, base, target, inverse, g, rng_perm, rng_boot,
-                          alpha, correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common)
+                          alpha, correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common, scale)
+
+
+def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str) -> str:
+    """What would make the smallest attainable p fall below the threshold (for the underpowered reason)."""
+    if smallest_pvalue(g, n_resamples, alternative) < thr:
+        return ""
+    if g < 63 and 2 ** g <= n_resamples:          # exact test: limited by the number of sign patterns
+        need = g
+        while (2.0 if alternative == "two-sided" else 1.0) / 2 ** need >= thr:
+            need += 1
+        unit = "clusters" if clustered else "prompts"
+        fix = f"use at least {need} {unit}"
+        if 2 ** need > n_resamples and 1 / (n_resamples + 1) >= thr:
+            fix += f" and n_resamples >= {int(np.ceil(10 / thr))}"
+        return fix
+    fix = f"use n_resamples >= {int(np.ceil(10 / thr))}"
+    if correction not in ("fdr_bh", "fdr_by", "none"):
+        fix += " or correction='fdr_bh'"
+    return fix
 
 
 def _finish(decisions, site_cols, n, estimate, low, high, p, p_adj, g_size, quantity, common, correction,
@@ -210,7 +236,7 @@ def _finish(decisions, site_cols, n, estimate, low, high, p, p_adj, g_size, quan
 
 
 def _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reason, inverse, g, rng_perm,
-              rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common):
+              rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common, scale):
     n, m = e.shape
     tau = claim.at_least
     nan = np.full(m, np.nan)
@@ -229,8 +255,7 @@ def _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reas
     lo, hi = np.atleast_1d(rec.low).astype(float), np.atleast_1d(rec.high).astype(float)
     # zero variance at the prompt level: every prompt recovers the same fraction -> the ratio is exact
     resid = np.abs(e - est * gap[:, None]).max(axis=0)
-    scale = np.abs(e).max(axis=0) + np.abs(est) * np.abs(gap).max()
-    exact = resid <= 1e-12 * scale
+    exact = resid <= ZERO_VAR_RTOL * (scale + np.abs(est) * np.abs(gap).max())
     all_base = np.all(e == 0, axis=0)
     all_target = np.all(values == target[:, None], axis=0)
     lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
@@ -247,15 +272,16 @@ def _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reas
 
 
 def _effect_claims(claim, e, gap, mean_gap, no_gap, values, base, target, inverse, g, rng_perm, rng_boot, alpha,
-                   correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common):
+                   correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common, scale):
     """has_effect and no_effect: sign-flip test, bootstrap CI of the mean effect, TOST, MDE."""
     n, m = e.shape
-    exact = np.ptp(e, axis=0) == 0
+    exact = _zero_variance(e, scale)
     all_base = np.all(e == 0, axis=0)
     all_target = np.all(values == target[:, None], axis=0)
     A, Bs = _mean_units(e, None if inverse is None else inverse)
     est, lo, hi, _, _ = _ratio_ci(A, Bs, method="bca", confidence_level=cl, n_resamples=n_resamples, rng=rng_boot,
                                   max_memory=max_memory)
+    est = np.where(exact & (np.abs(est) <= ZERO_VAR_RTOL * scale), 0.0, est)
     relative = claim.relative
     undefined = None
     if relative and no_gap:
@@ -336,7 +362,8 @@ def _beats_random(effects, claim, e, base, target, gap, mean_gap, no_gap, no_gap
         raise ValueError(f"effects has {n_rand} random site sets but the claim asks for {claim.n_random}: run "
                          f"scan(..., joint=True, n_random={claim.n_random})")
     smallest = 1.0 / (n_rand + 1)
-    ctx = context(smallest, common["alpha"], f"alpha = {common['alpha']:g}")
+    ctx = context(smallest, common["alpha"], f"alpha = {common['alpha']:g}",
+                  f"use n_random >= {int(np.ceil(1 / common['alpha']))}")
     nan = np.full(1, np.nan)
     if no_gap:
         d = V.beats_random_rule(V.SiteEvidence(estimate=np.nan, ci_low=np.nan, ci_high=np.nan,

@@ -41,6 +41,7 @@ class Context:
     confidence_level: float
     base_name: str = "corrupt"    # the unintervened run that was patched
     target_name: str = "clean"    # where a full effect goes
+    power_fix: str = ""           # what would make the smallest attainable p small enough
 
     @property
     def underpowered(self) -> bool:
@@ -48,8 +49,8 @@ class Context:
 
     def power_reason(self) -> str:
         op = ">" if self.smallest_p > self.threshold else "="
-        return (f"{self.n_label}: smallest attainable p {_p(self.smallest_p)} {op} {self.threshold_label}; "
-                "more prompts (or more resamples / another correction) are needed")
+        fix = f" ({self.power_fix})" if self.power_fix else ""
+        return f"{self.n_label}: smallest attainable p {_p(self.smallest_p)} {op} {self.threshold_label}{fix}"
 
 
 @dataclass(frozen=True)
@@ -196,10 +197,9 @@ def beats_random_rule(ev: SiteEvidence, ctx: Context, n_random: int) -> Decision
     if ev.undefined:
         return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
     if ctx.underpowered:
-        need = int(1 / ctx.alpha)
         return Decision(INCONCLUSIVE, UNDERPOWERED,
                         f"{n_random} random site sets: smallest attainable p {_p(ctx.smallest_p)} is not below alpha "
-                        f"{ctx.alpha:g}; use n_random >= {need}")
+                        f"{ctx.alpha:g}; {ctx.power_fix}")
     if ev.p_adj < ctx.alpha:
         return Decision(SUPPORTED, "", f"normalised effect {_g(ev.estimate)} {ev.random_rank} (p {_p(ev.p_adj)})")
     if not ev.beats_median:

@@ -99,6 +99,21 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys:
     return {k: torch.cat(v) for k, v in cache.items()}, torch.cat(all_logits)
 
 
+def _cached_plain(cache: dict | None, model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys,
+                  rows_per_pass: int) -> tuple[dict, torch.Tensor]:
+    """`_run_plain`, reusing activations and logits already in `cache` and adding what was missing."""
+    if cache is None:
+        return _run_plain(model, tokens, read_pos, keys, rows_per_pass)
+    ident = (id(model), tokens.numpy().tobytes(), tuple(tokens.shape), read_pos.numpy().tobytes())
+    entry = cache.setdefault(ident, {"acts": {}, "logits": None})
+    missing = [k for k in keys if k not in entry["acts"]]
+    if missing or entry["logits"] is None:
+        acts, logits = _run_plain(model, tokens, read_pos, missing, rows_per_pass)
+        entry["acts"].update(acts)
+        entry["logits"] = logits
+    return {k: entry["acts"][k] for k in keys}, entry["logits"]
+
+
 def _resolve_sites(model: Model, data: ContrastSet, sites) -> tuple[Site, ...]:
     if isinstance(sites, SiteSet):
         resolved = sites.resolve(model.n_layers, model.n_heads, data.lengths, data.positions.keys())
@@ -161,14 +176,16 @@ def _load_checkpoint(path: Path, fingerprint: str, n_rows: int, n_passes: int):
 
 def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None = None, metric: Metric | None = None,
          joint: bool = False, batch_size: int | None = None, memory_budget="2GB", progress: bool = True,
-         n_random: int = 0, random_pool=None, seed: int = 0, checkpoint: str | os.PathLike | None = None) -> Effects:
+         n_random: int = 0, random_pool=None, seed: int = 0, checkpoint: str | os.PathLike | None = None,
+         cache: dict | None = None) -> Effects:
     """Intervene on every site (or all at once with ``joint=True``) and keep the metric per prompt.
 
     Returns `Effects` with ``values [n_prompts, n_columns]`` and the clean/corrupt baselines.
     ``n_random > 0`` also runs that many random site sets of the same size (for `claims.beats_random`),
     drawn with `seed` from `random_pool` (default: the same components/positions at every layer/head).
     ``checkpoint`` names a file where finished passes are saved atomically; rerunning the same scan
-    with it resumes where a killed run stopped.
+    with it resumes where a killed run stopped.  ``cache`` (a dict the caller keeps) shares the unpatched
+    clean/corrupt runs between scans of the same model and data (`run_all` uses it).
     """
     from tqdm.auto import tqdm
 
@@ -245,8 +262,10 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     ref_run = intervention.reference
     need_clean_cache = intervention.kind == "denoise" or (intervention.kind in ("mean", "resample") and ref_run == "clean")
     need_corrupt_cache = intervention.kind == "noise" or (intervention.kind in ("mean", "resample") and ref_run == "corrupt")
-    clean_cache, clean_logits = _run_plain(model, clean_tok, read_pos, keys if need_clean_cache else [], base_rows)
-    corrupt_cache, corrupt_logits = _run_plain(model, corrupt_tok, read_pos, keys if need_corrupt_cache else [], base_rows)
+    clean_cache, clean_logits = _cached_plain(cache, model, clean_tok, read_pos, keys if need_clean_cache else [],
+                                              base_rows)
+    corrupt_cache, corrupt_logits = _cached_plain(cache, model, corrupt_tok, read_pos,
+                                                  keys if need_corrupt_cache else [], base_rows)
     clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
     corrupt_metric = metric.compute(corrupt_logits, answer, wrong, clean_logits).numpy()
     _check_finite(clean_metric, "the clean run")

@@ -24,7 +24,8 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from .permutation import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows,
-                          _cluster_index, _cluster_sums, _rng, _shape_out, _to_numpy, DEFAULT_MAX_MEMORY)
+                          _cluster_index, _cluster_sums, _rng, _shape_out, _to_numpy, _zero_variance,
+                          DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL)
 
 __all__ = ["ConfidenceInterval", "bootstrap_ci", "bootstrap_distribution"]
 
@@ -172,7 +173,7 @@ def _ratio_ci(A: np.ndarray, Bs: np.ndarray, *, method: str, confidence_level: f
     # Zero variance: every unit has the same ratio, so every resample gives the estimate exactly.
     resid = A - theta_hat * Bs
     scale = np.abs(A).max(axis=0) + np.abs(theta_hat) * np.abs(Bs).max(axis=0)
-    exact = np.abs(resid).max(axis=0) <= 1e-12 * scale
+    exact = np.abs(resid).max(axis=0) <= ZERO_VAR_RTOL * scale
     low = np.where(exact, theta_hat, low)
     high = np.where(exact, theta_hat, high)
     se = np.where(exact, 0.0, se)
@@ -215,7 +216,7 @@ def _generic_ci(x2, func, *, method, confidence_level, n_resamples, rng, max_mem
     lo, hi = _quantile_sorted(dist, q_lo), _quantile_sorted(dist, q_hi)
     if method == "basic":
         lo, hi = 2 * theta_hat - hi, 2 * theta_hat - lo
-    exact = np.ptp(x2, axis=0) == 0
+    exact = _zero_variance(x2)
     return (theta_hat, np.where(exact, theta_hat, lo), np.where(exact, theta_hat, hi),
             np.where(exact, 0.0, se), exact)
 

@@ -9,7 +9,7 @@ from scipy.special import gammaln
 
 from .bootstrap import ConfidenceInterval, _check_level, _check_method, _ratio_ci, _ratio_distribution
 from .permutation import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows, _cluster_index,
-                          _cluster_sums, _paired_2d, _rng, _shape_out, _to_numpy, DEFAULT_MAX_MEMORY)
+                          _cluster_sums, _paired_2d, _rng, _zero_variance, ZERO_VAR_RTOL, _shape_out, _to_numpy, DEFAULT_MAX_MEMORY)
 
 __all__ = ["EffectSize", "effect_size", "RecoveryResult", "recovery", "RecoveryUndefined"]
 
@@ -25,7 +25,8 @@ class EffectSize:
     cohens_d   Cohen's d_z = mean(x - y) / sd(x - y)   (sd with ddof=1)
     hedges_g   Hedges' g_z = J(n - 1) * d_z, the small-sample unbiased version (exact gamma-function J)
     mean, sd, n
-    Zero variance: d = g = +-inf for a non-zero mean, 0 when every difference is 0 (never NaN).
+    Zero variance (all differences equal up to rounding): d = g = +-inf for a non-zero mean, 0 when every
+    difference is 0 (never NaN).
     """
 
     cohens_d: Any
@@ -43,11 +44,12 @@ def _hedges_j(df: int) -> float:
 
 def effect_size(x, y=None, *, axis: int = 0) -> EffectSize:
     """Cohen's d_z and Hedges' g_z of the paired differences ``x - y`` (of x when y is None) along `axis`."""
-    d, rest = _paired_2d(x, y, axis)
+    d, rest, scale = _paired_2d(x, y, axis, return_scale=True)
     n = d.shape[0]
     mean = d.mean(axis=0)
     sd = d.std(axis=0, ddof=1)
-    zero = np.ptp(d, axis=0) == 0
+    zero = _zero_variance(d, scale)
+    mean = np.where(zero & (np.abs(mean) <= ZERO_VAR_RTOL * scale), 0.0, mean)
     with np.errstate(divide="ignore", invalid="ignore"):
         dz = np.where(zero, np.where(mean == 0, 0.0, np.sign(mean) * np.inf), mean / np.where(zero, 1.0, sd))
     g = np.where(np.isinf(dz), dz, _hedges_j(n - 1) * dz)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _st
 
-from .permutation import _paired_2d, _shape_out
+from .permutation import _paired_2d, _shape_out, _zero_variance
 
 __all__ = ["TOSTResult", "tost"]
 
@@ -46,12 +46,12 @@ def tost(x, margin, *, alpha: float = 0.05, axis: int = 0, y=None) -> TOSTResult
     Same p-values as ``statsmodels.stats.weightstats.ttost_paired(x, y, -margin, margin)``.
 
     Zero variance is an answer: if every difference is the same value c, equivalence holds exactly
-    when ``|c| < margin`` (p = 0) and fails exactly otherwise (p = 1); no NaN is produced.
+    when ``|c| < margin`` (p = 0)  [differences equal up to rounding count as equal] and fails exactly otherwise (p = 1); no NaN is produced.
     """
     alpha = float(alpha)
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
-    d, rest = _paired_2d(x, y, axis)
+    d, rest, scale = _paired_2d(x, y, axis, return_scale=True)
     n, k = d.shape
     marg = np.asarray(margin, dtype=float)
     try:
@@ -65,7 +65,7 @@ def tost(x, margin, *, alpha: float = 0.05, axis: int = 0, y=None) -> TOSTResult
     sd = d.std(axis=0, ddof=1)
     se = sd / np.sqrt(n)
     df = n - 1
-    zero = np.ptp(d, axis=0) == 0
+    zero = _zero_variance(d, scale)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_lo = (mean + marg) / se
         t_hi = (mean - marg) / se

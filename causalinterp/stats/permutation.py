@@ -68,8 +68,12 @@ def _check_n(n: int, name: str, what: str = "observations") -> None:
                          "(no variability can be estimated from fewer). Use more prompts.")
 
 
-def _paired_2d(x, y=None, axis: int = 0, name: str = "x"):
-    """``x - y`` as a float array [n, k] with the sample axis first, plus the shape of the other axes."""
+def _paired_2d(x, y=None, axis: int = 0, name: str = "x", return_scale: bool = False):
+    """``x - y`` as a float array [n, k] with the sample axis first, plus the shape of the other axes.
+
+    With ``return_scale``, also the per-column magnitude of the inputs (max|x| + max|y|), against which
+    rounding noise in ``x - y`` is judged (see `_zero_variance`).
+    """
     xa = _to_numpy(x, name)
     if y is not None:
         ya = _to_numpy(y, "y")
@@ -88,7 +92,24 @@ def _paired_2d(x, y=None, axis: int = 0, name: str = "x"):
     n = d.shape[0]
     _check_n(n, name)
     rest = d.shape[1:]
-    return np.ascontiguousarray(d.reshape(n, -1)), rest
+    d2 = np.ascontiguousarray(d.reshape(n, -1))
+    if not return_scale:
+        return d2, rest
+    mag = np.abs(np.moveaxis(xa, axis, 0)).reshape(n, -1).max(axis=0)
+    if y is not None:
+        mag = mag + np.abs(np.moveaxis(ya, axis, 0)).reshape(n, -1).max(axis=0)
+    return d2, rest, mag
+
+
+#: Relative tolerance under which the spread of differences counts as rounding noise (zero variance).
+ZERO_VAR_RTOL = 1e-12
+
+
+def _zero_variance(d: np.ndarray, scale=None) -> np.ndarray:
+    """Columns of ``d`` [n, k] whose values are all equal up to rounding (relative to `scale`, else max|d|)."""
+    if scale is None:
+        scale = np.abs(d).max(axis=0)
+    return np.ptp(d, axis=0) <= ZERO_VAR_RTOL * scale
 
 
 def _check_axis(axis: int, ndim: int) -> int:

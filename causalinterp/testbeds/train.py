@@ -34,9 +34,10 @@ RECIPES: dict[str, dict] = {
         "seed": 0, "threads": 1,
         "n_layer": 2, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 64, "n_tokens": 100,
         "steps": 3000, "batch": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 100,
-        "seq_len_min": 6, "seq_len_max": 24,
-        "data": "[bos] s s where s is L distinct random tokens t0..t99, L uniform in [6, 24] per batch; "
-                "loss on the repeated half only",
+        "seq_len_min": 4, "seq_len_max": 20, "prefix_max": 10, "gap_max": 10,
+        "data": "[bos] p s g s where s is L random tokens, p and g random filler of random lengths, all tokens "
+                "of a sequence distinct (t0..t99); L in [4, 20], len(p), len(g) in [0, 10], drawn per batch; "
+                "loss on the second copy of s only (the filler breaks any positional shortcut)",
     },
     "ioi": {
         "seed": 0, "threads": 1,
@@ -187,12 +188,17 @@ def train_induction(recipe: dict | None = None, log=print):
         B, t0 = recipe["batch"], time.time()
         for step in range(recipe["steps"]):
             L = int(torch.randint(recipe["seq_len_min"], recipe["seq_len_max"] + 1, (1,), generator=gen))
-            seq = torch.rand(B, recipe["n_tokens"], generator=gen).argsort(dim=1)[:, :L] + first
-            x = torch.cat([torch.full((B, 1), BOS), seq, seq], dim=1)
+            P = int(torch.randint(0, recipe["prefix_max"] + 1, (1,), generator=gen))
+            G = int(torch.randint(0, recipe["gap_max"] + 1, (1,), generator=gen))
+            toks = torch.rand(B, recipe["n_tokens"], generator=gen).argsort(dim=1)[:, :P + L + G] + first
+            pre, seq, gap = toks[:, :P], toks[:, P:P + L], toks[:, P + L:]
+            x = torch.cat([torch.full((B, 1), BOS), pre, seq, gap, seq], dim=1)
             logits = model(x).logits
-            # position p predicts x[p+1]; the repeated half x[L+1:] starts at index L+1; predictable from L+2 on
-            pred = logits[:, L + 1:-1]
-            loss = torch.nn.functional.cross_entropy(pred.reshape(-1, V), x[:, L + 2:].reshape(-1))
+            # position t predicts x[t+1]; the second copy of s starts at index r = 1+P+L+G, and from its first
+            # token on the next token is predictable by copying
+            r = 1 + P + L + G
+            pred = logits[:, r:-1]
+            loss = torch.nn.functional.cross_entropy(pred.reshape(-1, V), x[:, r + 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,52 @@
+"""`run` and `run_all`: scan + evaluate for hypotheses; every surface (API, pytest, CLI) calls these."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from .engine.execute import scan
+from .evaluate import evaluate
+from .models.load import Model, load_model
+from .result import Result, versions
+from .spec.hypothesis import DataRef, Hypothesis, HypothesisError
+
+
+def _model_for(h: Hypothesis, model, models: dict) -> Model:
+    if model is not None:
+        return model if isinstance(model, Model) else models.setdefault(("given", id(model)), load_model(model))
+    if h.model is None:
+        raise HypothesisError(f"hypothesis {h.name!r} names no model: pass run(h, model) or set model: in the "
+                              "hypothesis (e.g. 'testbed:induction')")
+    if h.model not in models:
+        models[h.model] = load_model(h.model)
+    return models[h.model]
+
+
+def run(h: Hypothesis, model=None, *, progress: bool = True, cache: dict | None = None,
+        memory_budget="2GB", checkpoint=None) -> Result:
+    """Run one hypothesis on `model` (or the model it names) and return its `Result`."""
+    return run_all([h], model, progress=progress, cache=cache, memory_budget=memory_budget,
+                   checkpoint=checkpoint)[0]
+
+
+def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = True, cache: dict | None = None,
+            memory_budget="2GB", checkpoint=None, models: dict | None = None) -> list[Result]:
+    """Run several hypotheses; models are loaded once and unpatched clean/corrupt runs are shared."""
+    cache = {} if cache is None else cache
+    models = {} if models is None else models
+    results = []
+    for h in hypotheses:
+        if not isinstance(h, Hypothesis):
+            raise HypothesisError(f"run() takes Hypothesis objects, got {type(h).__name__}")
+        m = _model_for(h, model, models)
+        t0 = time.perf_counter()
+        data = h.data.build(m) if isinstance(h.data, DataRef) else h.data
+        eff = scan(m, data, h.sites, intervention=h.intervention, metric=h.metric, joint=h.joint,
+                   n_random=h.n_random, seed=h.seed, progress=progress, cache=cache, memory_budget=memory_budget,
+                   checkpoint=None if checkpoint is None else f"{checkpoint}.{len(results)}.npz")
+        ev = evaluate(eff, h.claim, alpha=h.alpha, correction=h.correction, n_resamples=h.n_resamples, seed=h.seed)
+        meta = {"model": m.name or type(m.hf).__name__, "family": m.family, "n_layers": m.n_layers,
+                "n_heads": m.n_heads, "seconds": time.perf_counter() - t0, "versions": versions(),
+                "n_prompts": data.n, "data_name": data.name}
+        results.append(Result(name=h.name, hypothesis=h.to_dict(), evaluation=ev, effects=eff, meta=meta))
+    return results
