@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import verdict as V
-from .spec.claims import BeatsRandom, Claim, ClaimError, HasEffect, NoEffect, Recovers
+from .spec.claims import BeatsRandom, Claim, ClaimError, HasEffect, Recovers
 from .stats.bootstrap import _check_level, _mean_units, _ratio_ci
 from .stats.effects import effect_size, gap_is_zero, recovery
 from .stats.equivalence import tost
@@ -126,6 +126,56 @@ def _site_columns(effects) -> dict:
 
 # ----------------------------------------------------------------------------- evaluate
 
+@dataclass(frozen=True, eq=False)
+class _Scan:
+    """The prepared inputs and settings of one evaluation (internal)."""
+
+    values: np.ndarray        # [n, m]
+    base: np.ndarray          # [n]
+    target: np.ndarray        # [n]
+    e: np.ndarray             # [n, m] per-prompt effect, values - base
+    gap: np.ndarray           # [n] per-prompt full effect, target - base
+    mean_gap: float
+    no_gap: bool
+    scale: np.ndarray         # [m] magnitude of the operands (rounding noise is judged against it)
+    inverse: np.ndarray | None   # cluster index per prompt
+    n_units: int              # clusters, or prompts
+    base_name: str
+    target_name: str
+    alpha: float
+    correction: str
+    confidence_level: float
+    n_resamples: int
+    max_memory: int | None
+    rng_perm: np.random.Generator
+    rng_boot: np.random.Generator
+    site_cols: dict           # table columns describing the sites
+
+    @property
+    def n(self) -> int:
+        return self.e.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.e.shape[1]
+
+    def no_gap_reason(self) -> str:
+        return (f"{self.target_name} and {self.base_name} do not differ (mean gap {self.mean_gap:.3g}): "
+                "recovery undefined")
+
+    def signflip(self, d: np.ndarray):
+        return _signflip(d, n_resamples=self.n_resamples, rng=self.rng_perm, inverse=self.inverse,
+                         n_units=self.n_units, max_memory=self.max_memory)
+
+    def adjust(self, p) -> np.ndarray:
+        return np.atleast_1d(adjust_pvalues(np.atleast_1d(p), self.correction))
+
+    def recovery(self, values: np.ndarray):
+        return recovery(values, self.target, self.base, confidence_level=self.confidence_level,
+                        n_resamples=self.n_resamples, seed=self.rng_boot, clusters=self.inverse,
+                        max_memory=self.max_memory)
+
+
 def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n_resamples: int = 9999,
              confidence_level: float = 0.95, seed=0, max_memory: int | None = None) -> Evaluation:
     """Test `claim` on `effects` and return an `Evaluation` (verdict, reasons, per-site table).
@@ -133,6 +183,7 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     Each column of ``effects.values`` is one test; a scan of many sites is one family, corrected with
     `correction` ("holm" default, "fdr_bh", "bonferroni", "none").  Prompts are resampled (and signs
     flipped) by cluster when ``effects.clusters`` is set.  Deterministic for a given `seed`.
+    The rules that turn the numbers into verdicts are in `causalinterp.verdict` (docs/verdicts.md).
 
     Raises ValueError for input no statistic can use (NaN/inf, fewer than 2 prompts, missing random
     site sets for beats_random); everything else ends in a verdict whose reasons say why.
@@ -153,51 +204,43 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
                          "one). Use a larger contrast set.")
     inverse, g = _cluster_index(effects.clusters, n) if effects.clusters is not None else (None, n)
     rng_perm, rng_boot = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-
-    e = values - base[:, None]                     # per-prompt effect of each intervention
-    gap = target - base                            # per-prompt full effect
-    # magnitude of the operands, against which rounding noise in e is judged (zero-variance detection)
-    scale = np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max()
+    gap = target - base
     mean_gap = float(gap.mean())
-    no_gap = gap_is_zero(mean_gap, target, base)
     base_name, target_name = _names(base, target, clean, corrupt)
-    no_gap_reason = (f"{target_name} and {base_name} do not differ (mean gap {mean_gap:.3g}): "
-                     "recovery undefined")
-    site_cols = _site_columns(effects)
-    g_size = effect_size(e).hedges_g
-    g_size = np.atleast_1d(np.asarray(g_size, dtype=float))
-    n_label = f"{g} clusters" if inverse is not None else f"n={n}"
-    common = dict(alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl, seed=seed,
-                  n_prompts=n, n_clusters=g if inverse is not None else None, claim=claim)
-
-    def context(smallest, threshold, label, fix=""):
-        return V.Context(alpha=alpha, threshold=threshold, threshold_label=label, smallest_p=smallest,
-                         n_label=n_label, confidence_level=cl, base_name=base_name, target_name=target_name,
-                         power_fix=fix)
-
-    thr = effective_alpha(alpha, m, correction)
-    thr_label = (f"alpha/m = {alpha:g}/{m}" if thr < alpha else f"alpha = {alpha:g}")
+    scan = _Scan(values=values, base=base, target=target, e=values - base[:, None], gap=gap, mean_gap=mean_gap,
+                 no_gap=gap_is_zero(mean_gap, target, base),
+                 scale=np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max(),
+                 inverse=inverse, n_units=g, base_name=base_name, target_name=target_name, alpha=alpha,
+                 correction=correction, confidence_level=cl, n_resamples=n_resamples, max_memory=max_memory,
+                 rng_perm=rng_perm, rng_boot=rng_boot, site_cols=_site_columns(effects))
+    common = dict(claim=claim, alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl,
+                  seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None)
 
     if isinstance(claim, BeatsRandom):
-        return _beats_random(effects, claim, e, base, target, gap, mean_gap, no_gap, no_gap_reason, inverse,
-                             rng_boot, cl, n_resamples, max_memory, site_cols, g_size, context, common)
-
+        return _beats_random(scan, effects, claim, common)
     if isinstance(claim, Recovers):
         alternative = "greater"
     elif isinstance(claim, HasEffect):
-        alternative = {"any": "two-sided", "increase": "greater", "decrease": "less"}[claim.direction]
+        alternative = _DIRECTION[claim.direction]
     else:
         alternative = "two-sided"
-    smallest = smallest_pvalue(g, n_resamples, alternative)
-    ctx = context(smallest, thr, thr_label, _power_fix(g, n_resamples, thr, alternative, inverse is not None,
-                                                       correction))
-
+    thr = effective_alpha(alpha, m, correction)
+    ctx = _context(scan, smallest_pvalue(g, n_resamples, alternative), thr,
+                   f"alpha/m = {alpha:g}/{m}" if thr < alpha else f"alpha = {alpha:g}",
+                   _power_fix(g, n_resamples, thr, alternative, inverse is not None, correction))
     if isinstance(claim, Recovers):
-        return _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reason, inverse, g,
-                         rng_perm, rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common,
-                         scale)
-    return _effect_claims(claim, e, gap, mean_gap, no_gap, values, base, target, inverse, g, rng_perm, rng_boot,
-                          alpha, correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common, scale)
+        return _recovers(scan, claim, ctx, common)
+    return _effect_claims(scan, claim, ctx, thr, alternative, common)
+
+
+_DIRECTION = {"any": "two-sided", "increase": "greater", "decrease": "less"}
+
+
+def _context(scan: _Scan, smallest: float, threshold: float, label: str, fix: str) -> V.Context:
+    n_label = f"{scan.n_units} clusters" if scan.inverse is not None else f"n={scan.n}"
+    return V.Context(alpha=scan.alpha, threshold=threshold, threshold_label=label, smallest_p=smallest,
+                     n_label=n_label, confidence_level=scan.confidence_level, base_name=scan.base_name,
+                     target_name=scan.target_name, power_fix=fix)
 
 
 def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str) -> str:
@@ -208,180 +251,169 @@ def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered
         need = g
         while (2.0 if alternative == "two-sided" else 1.0) / 2 ** need >= thr:
             need += 1
-        unit = "clusters" if clustered else "prompts"
-        fix = f"use at least {need} {unit}"
+        fix = f"use at least {need} {'clusters' if clustered else 'prompts'}"
         if 2 ** need > n_resamples and 1 / (n_resamples + 1) >= thr:
             fix += f" and n_resamples >= {int(np.ceil(10 / thr))}"
         return fix
-    fix = f"use n_resamples >= {int(np.ceil(10 / thr))}"
+    fix = f"use n_resamples >= {int(np.ceil(10 / thr))}"      # Monte Carlo resolution 1/(B+1) is the limit
     if correction not in ("fdr_bh", "fdr_by", "none"):
         fix += " or correction='fdr_bh'"
     return fix
 
 
-def _finish(decisions, site_cols, n, estimate, low, high, p, p_adj, g_size, quantity, common, correction,
-            extra_reasons=()):
-    table = pd.DataFrame({**site_cols, "n": n, "estimate": estimate, "ci_low": low, "ci_high": high, "p": p,
+def _finish(scan: _Scan, decisions, site_cols, estimate, low, high, p, p_adj, quantity, common,
+            extra_reasons=()) -> Evaluation:
+    g_size = np.atleast_1d(np.asarray(effect_size(scan.e).hedges_g, dtype=float))
+    table = pd.DataFrame({**site_cols, "n": scan.n, "estimate": estimate, "ci_low": low, "ci_high": high, "p": p,
                           "p_adj": p_adj, "effect_size": g_size,
                           "verdict": [d.verdict for d in decisions], "flag": [d.flag for d in decisions],
                           "reason": [d.reason for d in decisions]}, columns=TABLE_COLUMNS)
     table["head"] = pd.array(table["head"], dtype="Int64")
     table["layer"] = pd.array(table["layer"], dtype="Int64")
-    verdict, reasons = V.combine(decisions, list(site_cols["site"]), correction)
-    single = len(decisions) == 1
-    est = float(estimate[0]) if single and np.isfinite(estimate[0]) else None
+    verdict, reasons = V.combine(decisions, list(site_cols["site"]), scan.correction)
+    est = float(estimate[0]) if len(decisions) == 1 and np.isfinite(estimate[0]) else None
     return Evaluation(verdict=verdict, reasons=tuple(list(reasons) + list(extra_reasons)), table=table,
                       quantity=quantity, estimate=est, ci_low=float(low[0]) if est is not None else None,
                       ci_high=float(high[0]) if est is not None else None, **common)
 
 
-def _recovers(claim, values, e, target, base, gap, mean_gap, no_gap, no_gap_reason, inverse, g, rng_perm,
-              rng_boot, correction, cl, n_resamples, max_memory, ctx, site_cols, g_size, common, scale):
-    n, m = e.shape
+def _undefined(scan: _Scan, rule, site_cols, quantity, common) -> Evaluation:
+    """Every column inconclusive because the clean-corrupt gap is zero (no NaN without a reason)."""
+    nan = np.full(scan.m, np.nan)
+    d = rule(V.SiteEvidence(estimate=np.nan, ci_low=np.nan, ci_high=np.nan, undefined=scan.no_gap_reason()))
+    return _finish(scan, [d] * scan.m, site_cols, nan, nan, nan, nan, nan, quantity, common)
+
+
+def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluation:
+    """recovers(tau): sign-flip tests of d = s (e - tau gap) both ways; joint bootstrap CI of the ratio."""
     tau = claim.at_least
-    nan = np.full(m, np.nan)
-    if no_gap:
-        ev = V.SiteEvidence(estimate=np.nan, ci_low=np.nan, ci_high=np.nan, undefined=no_gap_reason)
-        decisions = [V.recovers_rule(ev, ctx, tau)] * m
-        return _finish(decisions, site_cols, n, nan, nan, nan, nan, nan, g_size, "recovery", common, correction)
-    sgn = 1.0 if mean_gap > 0 else -1.0
-    d = sgn * (e - tau * gap[:, None])
-    sf = _signflip(d, n_resamples=n_resamples, rng=rng_perm, inverse=inverse, n_units=g, max_memory=max_memory)
+    quantity = f"recovery ((values - {scan.base_name}) / ({scan.target_name} - {scan.base_name}), ratio of means)"
+    site_cols = scan.site_cols
+    if scan.no_gap:
+        return _undefined(scan, lambda ev: V.recovers_rule(ev, ctx, tau), site_cols, quantity, common)
+    sgn = 1.0 if scan.mean_gap > 0 else -1.0
+    sf = scan.signflip(sgn * (scan.e - tau * scan.gap[:, None]))
     p_sup, p_ref = sf.pvalue("greater"), sf.pvalue("less")
-    p_sup_adj, p_ref_adj = adjust_pvalues(p_sup, correction), adjust_pvalues(p_ref, correction)
-    rec = recovery(values, target, base, confidence_level=cl, n_resamples=n_resamples, seed=rng_boot,
-                   clusters=None if inverse is None else inverse, max_memory=max_memory)
+    p_sup_adj, p_ref_adj = scan.adjust(p_sup), scan.adjust(p_ref)
+    rec = scan.recovery(scan.values)
     est = np.atleast_1d(rec.estimate).astype(float)
     lo, hi = np.atleast_1d(rec.low).astype(float), np.atleast_1d(rec.high).astype(float)
     # zero variance at the prompt level: every prompt recovers the same fraction -> the ratio is exact
-    resid = np.abs(e - est * gap[:, None]).max(axis=0)
-    exact = resid <= ZERO_VAR_RTOL * (scale + np.abs(est) * np.abs(gap).max())
-    all_base = np.all(e == 0, axis=0)
-    all_target = np.all(values == target[:, None], axis=0)
+    resid = np.abs(scan.e - est * scan.gap[:, None]).max(axis=0)
+    exact = resid <= ZERO_VAR_RTOL * (scan.scale + np.abs(est) * np.abs(scan.gap).max())
+    all_base = np.all(scan.e == 0, axis=0)
+    all_target = np.all(scan.values == scan.target[:, None], axis=0)
     lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
     unstable = None
-    if rec.gap_flip_fraction > (1 - cl) / 2:
-        unstable = (f"the {ctx.target_name}-{ctx.base_name} gap is not reliably non-zero (mean {mean_gap:.3g}; "
-                    f"{100 * rec.gap_flip_fraction:.0f}% of bootstrap resamples flip its sign)")
+    if rec.gap_flip_fraction > (1 - scan.confidence_level) / 2:
+        unstable = (f"the {scan.target_name}-{scan.base_name} gap is not reliably non-zero (mean "
+                    f"{scan.mean_gap:.3g}; {100 * rec.gap_flip_fraction:.0f}% of bootstrap resamples flip its sign)")
     decisions = [V.recovers_rule(V.SiteEvidence(
-        estimate=est[j], ci_low=lo[j], ci_high=hi[j], p_adj=p_sup_adj[j], p_opposite_adj=p_ref_adj[j], exact=bool(exact[j]),
-        all_base=bool(all_base[j]), all_target=bool(all_target[j]), unstable_gap=unstable), ctx, tau)
-        for j in range(m)]
-    return _finish(decisions, site_cols, n, est, lo, hi, p_sup, p_sup_adj, g_size,
-                   f"recovery (mean {ctx.target_name} - {ctx.base_name} gap normalised)", common, correction)
+        estimate=est[j], ci_low=lo[j], ci_high=hi[j], p_adj=p_sup_adj[j], p_opposite_adj=p_ref_adj[j],
+        exact=bool(exact[j]), all_base=bool(all_base[j]), all_target=bool(all_target[j]), unstable_gap=unstable),
+        ctx, tau) for j in range(scan.m)]
+    return _finish(scan, decisions, site_cols, est, lo, hi, p_sup, p_sup_adj, quantity, common)
 
 
-def _effect_claims(claim, e, gap, mean_gap, no_gap, values, base, target, inverse, g, rng_perm, rng_boot, alpha,
-                   correction, cl, n_resamples, max_memory, thr, ctx, site_cols, g_size, common, scale):
-    """has_effect and no_effect: sign-flip test, bootstrap CI of the mean effect, TOST, MDE."""
-    n, m = e.shape
-    exact = _zero_variance(e, scale)
+def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: str, common) -> Evaluation:
+    """has_effect and no_effect: sign-flip test, bootstrap CI of the mean effect, TOST, minimum detectable effect."""
+    e, m = scan.e, scan.m
+    site_cols = scan.site_cols
+    exact = _zero_variance(e, scan.scale)
     all_base = np.all(e == 0, axis=0)
-    all_target = np.all(values == target[:, None], axis=0)
-    A, Bs = _mean_units(e, None if inverse is None else inverse)
-    est, lo, hi, _, _ = _ratio_ci(A, Bs, method="bca", confidence_level=cl, n_resamples=n_resamples, rng=rng_boot,
-                                  max_memory=max_memory)
-    est = np.where(exact & (np.abs(est) <= ZERO_VAR_RTOL * scale), 0.0, est)
-    relative = claim.relative
+    all_target = np.all(scan.values == scan.target[:, None], axis=0)
+    A, Bs = _mean_units(e, scan.inverse)
+    est, lo, hi, _, _ = _ratio_ci(A, Bs, method="bca", confidence_level=scan.confidence_level,
+                                  n_resamples=scan.n_resamples, rng=scan.rng_boot, max_memory=scan.max_memory)
+    est = np.where(exact & (np.abs(est) <= ZERO_VAR_RTOL * scan.scale), 0.0, est)
+    lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
+
     undefined = None
-    if relative and no_gap:
-        undefined = (f"{ctx.target_name} and {ctx.base_name} do not differ (mean gap {mean_gap:.3g}), so a margin "
-                     f"relative to the gap is undefined; pass margin=..., relative=False (metric units)")
+    if claim.relative and scan.no_gap:
+        undefined = (f"{scan.target_name} and {scan.base_name} do not differ (mean gap {scan.mean_gap:.3g}), so a "
+                     "margin relative to the gap is undefined; pass margin=..., relative=False (metric units)")
         margin = np.nan
     else:
-        margin = claim.margin * abs(mean_gap) if relative else claim.margin
-    # TOST / MDE on prompts, or on cluster means when prompts are clustered (clusters are the independent units)
-    if inverse is not None:
-        counts = np.bincount(inverse, minlength=g).astype(float)
-        e_units = _cluster_sums(e, inverse, g) / counts[:, None]
+        margin = claim.margin * abs(scan.mean_gap) if claim.relative else claim.margin
+    # TOST and the MDE use prompts, or cluster means when prompts are clustered (the independent units)
+    if scan.inverse is not None:
+        sizes = np.bincount(scan.inverse, minlength=scan.n_units).astype(float)
+        e_units = _cluster_sums(e, scan.inverse, scan.n_units) / sizes[:, None]
     else:
         e_units = e
-    n_units = e_units.shape[0]
+    nan = np.full(m, np.nan)
+    tost_p = tost_adj = exc_adj = t_lo = t_hi = nan
     if undefined is None:
-        t = tost(e_units, margin, alpha=alpha)
+        t = tost(e_units, margin, alpha=scan.alpha)
         tost_p = np.atleast_1d(t.pvalue)
-        tost_adj = np.atleast_1d(adjust_pvalues(tost_p, correction))
-        exc_adj = np.atleast_1d(adjust_pvalues(np.atleast_1d(t.pvalue_exceeds), correction))
+        tost_adj, exc_adj = scan.adjust(tost_p), scan.adjust(t.pvalue_exceeds)
         t_lo, t_hi = np.atleast_1d(t.low), np.atleast_1d(t.high)
-    else:
-        tost_p = tost_adj = exc_adj = t_lo = t_hi = np.full(m, np.nan)
     sd = e_units.std(axis=0, ddof=1)
-    mde_alt = "two-sided"
-
-    if isinstance(claim, HasEffect):
-        alternative = {"any": "two-sided", "increase": "greater", "decrease": "less"}[claim.direction]
-        mde_alt = alternative
-        sf = _signflip(e, n_resamples=n_resamples, rng=rng_perm, inverse=inverse, n_units=g, max_memory=max_memory)
-        p = sf.pvalue(alternative)
-        p_adj = np.atleast_1d(adjust_pvalues(p, correction))
-        if alternative != "two-sided":
-            opp = "less" if alternative == "greater" else "greater"
-            p_opp_adj = np.atleast_1d(adjust_pvalues(sf.pvalue(opp), correction))
-        else:
-            p_opp_adj = [None] * m
-    mde = _standardized_mde(n_units, thr, _POWER, mde_alt) * sd if not ctx.underpowered else np.full(m, np.inf)
-    mde_rel = mde / abs(mean_gap) if not no_gap else np.full(m, np.nan)
-
-    def evidence(j, **kw):
-        return V.SiteEvidence(estimate=est[j], ci_low=lo[j] if not exact[j] else est[j],
-                              ci_high=hi[j] if not exact[j] else est[j], exact=bool(exact[j]),
-                              all_base=bool(all_base[j]), all_target=bool(all_target[j]), undefined=undefined,
-                              margin=margin, tost_p_adj=tost_adj[j], tost_low=t_lo[j], tost_high=t_hi[j],
-                              exceeds_p_adj=exc_adj[j], mde=float(mde[j]),
-                              mde_relative=None if no_gap else float(mde_rel[j]), **kw)
-
-    if isinstance(claim, HasEffect):
-        decisions = [V.has_effect_rule(evidence(j, p_adj=p_adj[j], p_opposite_adj=p_opp_adj[j]), ctx, claim.direction)
-                     for j in range(m)]
-        p_col, p_adj_col = p, p_adj
+    if ctx.underpowered:
+        mde = np.full(m, np.inf)
     else:
-        decisions = [V.no_effect_rule(evidence(j), ctx) for j in range(m)]
-        p_col, p_adj_col = tost_p, tost_adj
-    lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
-    quantity = "mean effect (values - base, metric units)"
-    extra = [] if undefined is not None else [f"margin +-{margin:.3g} in metric units"
-                                              + (f" ({claim.margin:g} of the gap {abs(mean_gap):.3g})" if relative else "")]
-    return _finish(decisions, site_cols, n, est, lo, hi, p_col, p_adj_col, g_size, quantity, common, correction,
-                   extra)
+        mde = _standardized_mde(e_units.shape[0], thr, _POWER, alternative) * sd
+    mde_rel = mde / abs(scan.mean_gap) if not scan.no_gap else nan
+
+    p = p_adj = None
+    p_opp_adj = [None] * m
+    if isinstance(claim, HasEffect):
+        sf = scan.signflip(e)
+        p = sf.pvalue(alternative)
+        p_adj = scan.adjust(p)
+        if alternative != "two-sided":
+            p_opp_adj = scan.adjust(sf.pvalue("less" if alternative == "greater" else "greater"))
+
+    decisions = []
+    for j in range(m):
+        ev = V.SiteEvidence(estimate=est[j], ci_low=lo[j], ci_high=hi[j], exact=bool(exact[j]),
+                            all_base=bool(all_base[j]), all_target=bool(all_target[j]), undefined=undefined,
+                            margin=margin, tost_p_adj=tost_adj[j], tost_low=t_lo[j], tost_high=t_hi[j],
+                            exceeds_p_adj=exc_adj[j], mde=float(mde[j]),
+                            mde_relative=None if scan.no_gap else float(mde_rel[j]),
+                            p_adj=None if p_adj is None else p_adj[j], p_opposite_adj=p_opp_adj[j])
+        decisions.append(V.has_effect_rule(ev, ctx, claim.direction) if isinstance(claim, HasEffect)
+                         else V.no_effect_rule(ev, ctx))
+    if not isinstance(claim, HasEffect):
+        p, p_adj = tost_p, tost_adj
+    extra = []
+    if undefined is None:
+        rel = f" ({claim.margin:g} of the gap {abs(scan.mean_gap):.3g})" if claim.relative else ""
+        extra.append(f"margin +-{margin:.3g} in metric units{rel}")
+    return _finish(scan, decisions, site_cols, est, lo, hi, p, p_adj,
+                   f"mean effect (values - {scan.base_name}, metric units)", common, extra)
 
 
-def _beats_random(effects, claim, e, base, target, gap, mean_gap, no_gap, no_gap_reason, inverse, rng_boot, cl,
-                  n_resamples, max_memory, site_cols, g_size, context, common):
+def _beats_random(scan: _Scan, effects, claim: BeatsRandom, common) -> Evaluation:
+    """beats_random: rank of the joint normalised effect among random site sets (randomisation p-value)."""
+    hint = f"run scan(..., joint=True, n_random={claim.n_random})"
     if not effects.joint:
-        raise ValueError("beats_random compares the joint effect of a site set with random site sets: run "
-                         f"scan(..., joint=True, n_random={claim.n_random})")
+        raise ValueError(f"beats_random compares the joint effect of a site set with random site sets: {hint}")
     if effects.random_values is None:
-        raise ValueError("effects has no random site sets (random_values is None): run "
-                         f"scan(..., joint=True, n_random={claim.n_random})")
+        raise ValueError(f"effects has no random site sets (random_values is None): {hint}")
     rv = _arr(effects, "random_values")
-    n = e.shape[0]
-    if rv.ndim != 2 or rv.shape[0] != n:
-        raise ValueError(f"effects.random_values must be [n_prompts={n}, n_random], got shape {rv.shape}")
+    if rv.ndim != 2 or rv.shape[0] != scan.n:
+        raise ValueError(f"effects.random_values must be [n_prompts={scan.n}, n_random], got shape {rv.shape}")
     n_rand = rv.shape[1]
     if n_rand < claim.n_random:
-        raise ValueError(f"effects has {n_rand} random site sets but the claim asks for {claim.n_random}: run "
-                         f"scan(..., joint=True, n_random={claim.n_random})")
-    smallest = 1.0 / (n_rand + 1)
-    ctx = context(smallest, common["alpha"], f"alpha = {common['alpha']:g}",
-                  f"use n_random >= {int(np.ceil(1 / common['alpha']))}")
-    nan = np.full(1, np.nan)
-    if no_gap:
-        d = V.beats_random_rule(V.SiteEvidence(estimate=np.nan, ci_low=np.nan, ci_high=np.nan,
-                                               undefined=no_gap_reason), ctx, n_rand)
-        return _finish([d], site_cols, n, nan, nan, nan, nan, nan, g_size, "normalised joint effect", common,
-                       common["correction"])
-    observed = float(e[:, 0].mean() / mean_gap)
-    rand = (rv - base[:, None]).mean(axis=0) / mean_gap
-    tol = 1e-12 * max(abs(observed), np.abs(rand).max())
+        raise ValueError(f"effects has {n_rand} random site sets but the claim asks for {claim.n_random}: {hint}")
+    ctx = _context(scan, 1.0 / (n_rand + 1), scan.alpha, f"alpha = {scan.alpha:g}",
+                   f"use n_random >= {int(np.ceil(1 / scan.alpha))}")
+    site_cols = scan.site_cols
+    quantity = "normalised joint effect vs random site sets"
+    if scan.no_gap:
+        return _undefined(scan, lambda ev: V.beats_random_rule(ev, ctx, n_rand), site_cols, quantity, common)
+    observed = float(scan.e[:, 0].mean() / scan.mean_gap)
+    rand = (rv - scan.base[:, None]).mean(axis=0) / scan.mean_gap
+    tol = 1e-12 * max(abs(observed), float(np.abs(rand).max()))
     k = int(np.count_nonzero(rand >= observed - tol))
     p = (1 + k) / (n_rand + 1)
-    rec = recovery(e[:, :1] + base[:, None], target, base, confidence_level=cl, n_resamples=n_resamples,
-                   seed=rng_boot, clusters=None if inverse is None else inverse, max_memory=max_memory)
+    rec = scan.recovery(scan.values[:, :1])
     lo, hi = float(np.atleast_1d(rec.low)[0]), float(np.atleast_1d(rec.high)[0])
-    rank = (f"beats {n_rand - k} of {n_rand} random site sets (random median {np.median(rand):.3g}, "
-            f"max {rand.max():.3g})")
+    median = float(np.median(rand))
+    rank = f"beats {n_rand - k} of {n_rand} random site sets (random median {median:.3g}, max {rand.max():.3g})"
     ev = V.SiteEvidence(estimate=observed, ci_low=lo, ci_high=hi, p_adj=p, random_rank=rank,
-                        beats_median=bool(observed > np.median(rand)))
+                        beats_median=observed > median)
     d = V.beats_random_rule(ev, ctx, n_rand)
-    return _finish([d], site_cols, n, np.array([observed]), np.array([lo]), np.array([hi]), np.array([p]),
-                   np.array([p]), g_size, "normalised joint effect vs random site sets", common, common["correction"])
+    one = lambda v: np.array([v])  # noqa: E731
+    return _finish(scan, [d], site_cols, one(observed), one(lo), one(hi), one(p), one(p), quantity, common)

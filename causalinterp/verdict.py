@@ -121,7 +121,7 @@ def recovers_rule(ev: SiteEvidence, ctx: Context, tau: float) -> Decision:
         return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
     if ev.exact:
         what = _same_as(ctx, ev) or f"every prompt recovers exactly {_g(ev.estimate)} of the gap"
-        if ev.estimate >= tau:
+        if ev.estimate >= tau - 1e-9:     # rounding: a recovery of exactly tau meets "at least tau"
             return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} >= {tau:g} exactly")
         return Decision(REFUTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} < {tau:g} exactly")
     ci = f"{_cl(ctx)} {_ci(ev.ci_low, ev.ci_high)}"
@@ -189,7 +189,10 @@ def no_effect_rule(ev: SiteEvidence, ctx: Context) -> Decision:
     if ev.exceeds_p_adj < ctx.alpha:
         return Decision(REFUTED, "", f"effect {_g(ev.estimate)} beyond +-{_g(ev.margin)}: "
                                      f"{100 * (1 - ctx.alpha):g}% CI outside the margin (p_adj {_p(ev.exceeds_p_adj)})")
-    return _not_detected(ev, ctx, f"{tci} crosses +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+    inside = -ev.margin < ev.tost_low and ev.tost_high < ev.margin
+    where = "lies inside" if inside else "crosses"   # inside but not significant after the correction
+    return _not_detected(ev, ctx, f"{tci} {where} +-{_g(ev.margin)}, not significant after correction "
+                                  f"(TOST p_adj {_p(ev.tost_p_adj)})")
 
 
 def beats_random_rule(ev: SiteEvidence, ctx: Context, n_random: int) -> Decision:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 __all__ = ["Claim", "ClaimError", "Recovers", "HasEffect", "NoEffect", "BeatsRandom",
@@ -169,7 +169,7 @@ class BeatsRandom(Claim):
 
     def __post_init__(self):
         if isinstance(self.n_random, bool) or not isinstance(self.n_random, int) or self.n_random < 1:
-            raise ClaimError(f"beats_random: n_random must be a positive int (e.g. 200; at least 19 for "
+            raise ClaimError(f"beats_random: n_random must be a positive int (e.g. 200; at least 20 for "
                              f"alpha=0.05), got {self.n_random!r}")
 
     def describe(self) -> str:

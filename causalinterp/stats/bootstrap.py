@@ -13,7 +13,7 @@ acceleration comes from the jackknife over the same units (leave one cluster out
 
 Memory is bounded by `max_memory`: the sites are processed in blocks whose
 bootstrap distributions fit in the budget; every block sees the same resamples,
-so results do not depend on the budget.
+so results do not depend on the budget (beyond rounding).
 """
 from __future__ import annotations
 
@@ -82,14 +82,29 @@ def _count_chunk(rng: np.random.Generator, rows: int, g: int) -> np.ndarray:
     return np.bincount(idx.ravel(), minlength=rows * g).reshape(rows, g).astype(float)
 
 
-def _ratio_distribution(A: np.ndarray, Bs: np.ndarray, n_resamples: int, base_seed: int, chunk: int) -> np.ndarray:
-    """Bootstrap distribution [n_resamples, k] of sum(c*A)/sum(c*Bs) for per-unit sums A [g, k], Bs [g, 1|k]."""
+def _all_counts(n_resamples: int, g: int, base_seed: int, chunk: int) -> np.ndarray:
+    """Every resample's counts [n_resamples, g] as float32 (exact for counts < 2**24), drawn as in
+    `_ratio_distribution`, to reuse across blocks of sites."""
+    rng = np.random.default_rng(base_seed)
+    out = np.empty((n_resamples, g), dtype=np.float32)
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        out[start:stop] = _count_chunk(rng, stop - start, g)
+    return out
+
+
+def _ratio_distribution(A: np.ndarray, Bs: np.ndarray, n_resamples: int, base_seed: int, chunk: int,
+                        counts: np.ndarray | None = None) -> np.ndarray:
+    """Bootstrap distribution [n_resamples, k] of sum(c*A)/sum(c*Bs) for per-unit sums A [g, k], Bs [g, 1|k].
+
+    The resamples are drawn from `base_seed` (or taken from precomputed `counts`), so every call with the
+    same seed, number of units and n_resamples sees the same resamples, whatever `chunk` is."""
     g, k = A.shape
     rng = np.random.default_rng(base_seed)
     out = np.empty((n_resamples, k))
     for start in range(0, n_resamples, chunk):
         stop = min(n_resamples, start + chunk)
-        c = _count_chunk(rng, stop - start, g)
+        c = counts[start:stop].astype(float) if counts is not None else _count_chunk(rng, stop - start, g)
         num = c @ A
         den = c @ Bs
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -146,6 +161,10 @@ def _ratio_ci(A: np.ndarray, Bs: np.ndarray, *, method: str, confidence_level: f
     # a block of sites keeps its bootstrap distribution (and a sorted copy): 16 bytes per resample and site
     block = _chunk_rows(budget // 2, 16 * n_resamples, k)
     chunk = _chunk_rows(budget // 2, 24 * g + 16 * block, n_resamples)
+    # several blocks of sites: draw the resamples once and reuse them, if they fit in a quarter of the budget
+    counts = None
+    if block < k and 4 * n_resamples * g <= budget // 4:
+        counts = _all_counts(n_resamples, g, base_seed, chunk)
     low = np.empty(k)
     high = np.empty(k)
     se = np.empty(k)
@@ -154,7 +173,7 @@ def _ratio_ci(A: np.ndarray, Bs: np.ndarray, *, method: str, confidence_level: f
         Ab = A[:, s0:s1]
         Bb = Bs if Bs.shape[1] == 1 else Bs[:, s0:s1]
         th = theta_hat[s0:s1]
-        dist = _ratio_distribution(Ab, Bb, n_resamples, base_seed, chunk)
+        dist = _ratio_distribution(Ab, Bb, n_resamples, base_seed, chunk, counts)
         se[s0:s1] = dist.std(axis=0, ddof=1) if n_resamples > 1 else 0.0
         if method == "bca":
             b_blk = b_tot if Bs.shape[1] == 1 else b_tot[s0:s1]
@@ -255,7 +274,8 @@ def bootstrap_ci(x, *, statistic="mean", method: str = "bca", confidence_level: 
     clusters     optional group label per prompt: resample whole groups (e.g. prompt templates), since
                  prompts from one template are not independent; "mean" only. With one prompt per group
                  this is the plain bootstrap.
-    seed         None, int, SeedSequence or Generator; deterministic for an int seed, independent of max_memory
+    seed         None, int, SeedSequence or Generator; deterministic for an int seed; max_memory changes only
+                 the rounding of the matrix products, not the resamples
     max_memory   bytes for resampling buffers and bootstrap distributions (default 256 MiB)
 
     Zero variance (all values equal, or all clusters with the same mean) is not an error: the

@@ -8,8 +8,9 @@ import numpy as np
 from scipy.special import gammaln
 
 from .bootstrap import ConfidenceInterval, _check_level, _check_method, _ratio_ci, _ratio_distribution
-from .permutation import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows, _cluster_index,
-                          _cluster_sums, _paired_2d, _rng, _zero_variance, ZERO_VAR_RTOL, _shape_out, _to_numpy, DEFAULT_MAX_MEMORY)
+from .permutation import (DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL, _check_axis, _check_finite, _check_n,
+                          _check_n_resamples, _chunk_rows, _cluster_index, _cluster_sums, _paired_2d, _rng,
+                          _shape_out, _to_numpy, _zero_variance)
 
 __all__ = ["EffectSize", "effect_size", "RecoveryResult", "recovery", "RecoveryUndefined"]
 
@@ -62,22 +63,23 @@ class RecoveryResult:
     """Result of `recovery` (scalars for 1-D input, else arrays over the other axes).
 
     estimate           (mean patched - mean corrupt) / (mean clean - mean corrupt)
-    ci                 joint bootstrap `ConfidenceInterval` of that ratio (``ci.method == "exact"``-like zero
-                       width when every prompt recovers the same fraction)
-    gap                mean(clean - corrupt), the denominator
+    ci                 joint bootstrap `ConfidenceInterval` of that ratio (zero width when every prompt, or
+                       every cluster, recovers the same fraction)
+    gap                mean(clean - corrupt), the denominator (per site if clean/corrupt were given per site)
     n                  prompts
     n_units            resampled units (clusters, or prompts)
     gap_flip_fraction  fraction of bootstrap resamples whose mean gap has the other sign (or is 0): when it
                        exceeds (1 - confidence_level)/2 the gap is not reliably non-zero and the ratio unstable
-    exact              True where every unit has the same recovery (zero variance: the ratio is known exactly)
+    exact              True where every unit (prompt or cluster) has the same recovery: zero variance, the
+                       ratio is known exactly
     """
 
     estimate: Any
     ci: ConfidenceInterval
-    gap: float
+    gap: Any
     n: int
     n_units: int
-    gap_flip_fraction: float
+    gap_flip_fraction: Any
     exact: Any
 
     @property
@@ -89,13 +91,14 @@ class RecoveryResult:
         return self.ci.high
 
 
-def _gap_scale(clean: np.ndarray, corrupt: np.ndarray) -> float:
-    return float(np.mean(np.abs(clean)) + np.mean(np.abs(corrupt)))
+#: |mean(clean - corrupt)| at or below this fraction of the metric's scale counts as no gap at all.
+GAP_RTOL = 1e-9
 
 
-def gap_is_zero(gap_mean: float, clean: np.ndarray, corrupt: np.ndarray, rtol: float = 1e-9) -> bool:
+def gap_is_zero(gap_mean: float, clean: np.ndarray, corrupt: np.ndarray) -> bool:
     """True when the mean clean-corrupt gap is zero relative to the metric's scale (recovery undefined)."""
-    return abs(gap_mean) <= rtol * _gap_scale(clean, corrupt) or gap_mean == 0
+    scale = float(np.mean(np.abs(clean)) + np.mean(np.abs(corrupt)))
+    return gap_mean == 0 or abs(gap_mean) <= GAP_RTOL * scale
 
 
 def recovery(patched, clean, corrupt, *, method: str = "bca", confidence_level: float = 0.95,
@@ -146,8 +149,8 @@ def recovery(patched, clean, corrupt, *, method: str = "bca", confidence_level: 
     num = p2 - r2
     den = np.broadcast_to(c2 - r2, (n, c2.shape[1]))
     gap = den.mean(axis=0)
-    zero = np.array([gap_is_zero(g, c2[:, min(j, c2.shape[1] - 1)], r2[:, min(j, r2.shape[1] - 1)])
-                     for j, g in enumerate(gap)])
+    scale = np.abs(c2).mean(axis=0) + np.abs(r2).mean(axis=0)
+    zero = (gap == 0) | (np.abs(gap) <= GAP_RTOL * scale)
     if zero.any():
         raise RecoveryUndefined(
             f"clean and corrupt do not differ (mean clean - corrupt = {gap[zero][0]:.3g}): the recovery "
@@ -161,13 +164,14 @@ def recovery(patched, clean, corrupt, *, method: str = "bca", confidence_level: 
                                        rng=np.random.default_rng(seed_int), max_memory=max_memory)
     # the sign of a resampled mean gap is the sign of c @ gap-sums; same resamples as the CI
     base_seed = int(np.random.default_rng(seed_int).integers(0, 2 ** 63 - 1))
-    gcol = Bs[:, :1] if Bs.shape[1] == 1 else Bs.mean(axis=1, keepdims=True)
-    chunk = _chunk_rows(max_memory or DEFAULT_MAX_MEMORY, 32 * g, n_resamples)
-    gdist = _ratio_distribution(gcol, np.ones((g, 1)), n_resamples, base_seed, chunk)[:, 0]
-    s = np.sign(gcol.sum())
-    flip = float(np.mean(np.sign(gdist) != s))
+    kg = Bs.shape[1]   # 1, or one gap per site when clean/corrupt were given per site
+    chunk = _chunk_rows(max_memory or DEFAULT_MAX_MEMORY, 32 * g + 16 * kg, n_resamples)
+    gdist = _ratio_distribution(Bs, np.ones((g, 1)), n_resamples, base_seed, chunk)
+    flip = np.mean(np.sign(gdist) != np.sign(Bs.sum(axis=0)), axis=0)
+    flip = float(flip[0]) if kg == 1 else _shape_out(flip, rest)
+    gap_out = float(gap[0]) if kg == 1 else _shape_out(gap, rest)
     ci = ConfidenceInterval(low=_shape_out(lo, rest), high=_shape_out(hi, rest), method=method, confidence_level=cl,
                             estimate=_shape_out(est, rest), standard_error=_shape_out(se, rest),
                             n_resamples=n_resamples)
-    return RecoveryResult(estimate=_shape_out(est, rest), ci=ci, gap=float(gap.mean()) if gap.size > 1 else float(gap[0]),
+    return RecoveryResult(estimate=_shape_out(est, rest), ci=ci, gap=gap_out,
                           n=n, n_units=g, gap_flip_fraction=flip, exact=_shape_out(exact, rest))

@@ -24,7 +24,8 @@ def adjust_pvalues(p, method: str = "holm"):
 
     method: "holm" (default; family-wise error), "fdr_bh" (Benjamini-Hochberg false discovery rate),
     "bonferroni", "none", or another `statsmodels.stats.multitest.multipletests` method
-    ("hommel", "sidak", "holm-sidak", "fdr_by"). Values equal ``multipletests(p, method=...)[1]``.
+    ("hommel", "sidak", "holm-sidak", "fdr_by"). Values equal ``multipletests(p, method=...)[1]``
+    (Holm is computed here with statsmodels' formula, the others by statsmodels).
     Returns an array of the same shape (a float for a scalar).
     """
     method = check_correction(method)
@@ -38,9 +39,23 @@ def adjust_pvalues(p, method: str = "holm"):
         raise ValueError(f"p-values must lie in [0, 1]; got values in [{arr.min():.3g}, {arr.max():.3g}]")
     if method == "none" or arr.size == 1:
         out = arr.copy()
+    elif method == "holm":
+        out = _holm(arr.ravel()).reshape(arr.shape)
     else:
         out = multipletests(arr.ravel(), method=method)[1].reshape(arr.shape)
     return float(out) if out.ndim == 0 else out
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values; the same formula as statsmodels' ``multipletests(method="holm")``
+    (sorted p times (m - i), running maximum, capped at 1), without its per-call ``gc.collect()``, which
+    costs a noticeable fraction of a second in a process holding a model."""
+    m = p.size
+    order = np.argsort(p)
+    adj = np.maximum.accumulate(p[order] * np.arange(m, 0, -1))
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
 
 
 def effective_alpha(alpha: float, m: int, method: str) -> float:

@@ -244,6 +244,7 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
         le += np.count_nonzero(null <= hi_thr, axis=0)
         np.abs(null, out=null)
         ab += np.count_nonzero(null >= abs_thr, axis=0)
+        del null, signs   # free before the next chunk allocates its own
     return _SignFlip(obs, ge, le, ab, total, exact)
 
 

@@ -39,7 +39,8 @@ def _standardized_mde(n: int, alpha: float, power: float, alternative: str) -> f
 
         def pw(d):
             nc = d * np.sqrt(n)
-            return _st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc)
+            lower = _st.nct.cdf(-crit, df, nc)   # the wrong-sign tail: negligible, can be NaN for large nc
+            return _st.nct.sf(crit, df, nc) + (lower if np.isfinite(lower) else 0.0)
     else:
         crit = _st.t.ppf(1 - alpha, df)
 
