@@ -7,11 +7,12 @@ pytest does not collect it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as _st
 
 from . import verdict as V
 from .spec.claims import BeatsRandom, Claim, ClaimError, HasEffect, Recovers
@@ -150,6 +151,7 @@ class _Scan:
     rng_perm: np.random.Generator
     rng_boot: np.random.Generator
     site_cols: dict           # table columns describing the sites
+    notes: tuple = ()         # reasons appended to every evaluation of this scan (e.g. a correction fallback)
 
     @property
     def n(self) -> int:
@@ -163,12 +165,23 @@ class _Scan:
         return (f"{self.target_name} and {self.base_name} do not differ (mean gap {self.mean_gap:.3g}): "
                 "recovery undefined")
 
+    @property
+    def maxt(self) -> bool:
+        return self.correction == "maxT"
+
     def signflip(self, d: np.ndarray):
         return _signflip(d, n_resamples=self.n_resamples, rng=self.rng_perm, inverse=self.inverse,
-                         n_units=self.n_units, max_memory=self.max_memory)
+                         n_units=self.n_units, max_memory=self.max_memory, maxt=self.maxt)
 
     def adjust(self, p) -> np.ndarray:
-        return np.atleast_1d(adjust_pvalues(np.atleast_1d(p), self.correction))
+        """Correct p-values over the family; p-values of non-sign-flip tests (TOST) use holm under maxT."""
+        return np.atleast_1d(adjust_pvalues(np.atleast_1d(p), "holm" if self.maxt else self.correction))
+
+    def adjust_signflip(self, sf, alternative: str) -> np.ndarray:
+        """Corrected p-values of a sign-flip test: maxT from the joint resamples, else `adjust`."""
+        if self.maxt:
+            return np.atleast_1d(sf.maxt_pvalue(alternative))
+        return self.adjust(sf.pvalue(alternative))
 
     def recovery(self, values: np.ndarray):
         return recovery(values, self.target, self.base, confidence_level=self.confidence_level,
@@ -181,8 +194,12 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     """Test `claim` on `effects` and return an `Evaluation` (verdict, reasons, per-site table).
 
     Each column of ``effects.values`` is one test; a scan of many sites is one family, corrected with
-    `correction` ("holm" default, "fdr_bh", "bonferroni", "none").  Prompts are resampled (and signs
-    flipped) by cluster when ``effects.clusters`` is set.  Deterministic for a given `seed`.
+    `correction` ("holm" default, "maxT", "fdr_bh", "bonferroni", "none").  "maxT" (Westfall-Young, from
+    the joint sign-flip distribution of all columns; `causalinterp.stats.maxt_pvalues`) controls the
+    family-wise error like holm but needs only ~20/alpha resamples however many sites there are; it
+    applies to the sign-flip tests of `has_effect` and `recovers` (TOST p-values, `no_effect` and
+    `beats_random` use holm, and the reasons say so).  Prompts are resampled (and signs flipped) by
+    cluster when ``effects.clusters`` is set.  Deterministic for a given `seed`.
     The rules that turn the numbers into verdicts are in `causalinterp.verdict` (docs/verdicts.md).
 
     Raises ValueError for input no statistic can use (NaN/inf, fewer than 2 prompts, missing random
@@ -203,6 +220,13 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
         raise ValueError(f"effects has {n} prompt(s); at least 2 are needed for any test (and ~10+ for a useful "
                          "one). Use a larger contrast set.")
     inverse, g = _cluster_index(effects.clusters, n) if effects.clusters is not None else (None, n)
+    notes = ()
+    if correction == "maxT" and not isinstance(claim, (Recovers, HasEffect)):
+        why = ("TOST is a pair of t-tests, not a sign-flip test" if not isinstance(claim, BeatsRandom)
+               else "it is one randomisation test over site sets")
+        notes = (f"correction='maxT' applies to the sign-flip tests of has_effect and recovers, not to "
+                 f"{claim.kind} ({why}): holm used instead",)
+        correction = "holm"
     rng_perm, rng_boot = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     gap = target - base
     mean_gap = float(gap.mean())
@@ -212,7 +236,7 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
                  scale=np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max(),
                  inverse=inverse, n_units=g, base_name=base_name, target_name=target_name, alpha=alpha,
                  correction=correction, confidence_level=cl, n_resamples=n_resamples, max_memory=max_memory,
-                 rng_perm=rng_perm, rng_boot=rng_boot, site_cols=_site_columns(effects))
+                 rng_perm=rng_perm, rng_boot=rng_boot, site_cols=_site_columns(effects), notes=notes)
     common = dict(claim=claim, alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl,
                   seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None)
 
@@ -225,9 +249,12 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     else:
         alternative = "two-sided"
     thr = effective_alpha(alpha, m, correction)
-    ctx = _context(scan, smallest_pvalue(g, n_resamples, alternative), thr,
-                   f"alpha/m = {alpha:g}/{m}" if thr < alpha else f"alpha = {alpha:g}",
-                   _power_fix(g, n_resamples, thr, alternative, inverse is not None, correction))
+    label = f"alpha/m = {alpha:g}/{m}" if thr < alpha else f"alpha = {alpha:g}"
+    if correction == "maxT" and m > 1:
+        label += " (maxT)"
+    maxt_ok = isinstance(claim, (Recovers, HasEffect))
+    ctx = _context(scan, smallest_pvalue(g, n_resamples, alternative), thr, label,
+                   _power_fix(g, n_resamples, thr, alternative, inverse is not None, correction, alpha, maxt_ok))
     if isinstance(claim, Recovers):
         return _recovers(scan, claim, ctx, common)
     return _effect_claims(scan, claim, ctx, thr, alternative, common)
@@ -243,10 +270,20 @@ def _context(scan: _Scan, smallest: float, threshold: float, label: str, fix: st
                      target_name=scan.target_name, power_fix=fix)
 
 
-def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str) -> str:
-    """What would make the smallest attainable p fall below the threshold (for the underpowered reason)."""
-    if smallest_pvalue(g, n_resamples, alternative) < thr:
+def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str,
+               alpha: float | None = None, maxt_ok: bool = False) -> str:
+    """What would make the smallest attainable p fall below the threshold (for the underpowered reason).
+
+    Under a per-test-level FWER correction (holm, bonferroni, ...) the threshold is alpha/m; maxT's is
+    alpha, so when the smallest attainable p is below alpha (and the claim's test is a sign-flip test)
+    `correction='maxT'` is suggested too.
+    """
+    smallest = smallest_pvalue(g, n_resamples, alternative)
+    if smallest < thr:
         return ""
+    try_maxt = (maxt_ok and alpha is not None and correction not in ("fdr_bh", "fdr_by", "none", "maxT")
+                and smallest < alpha)
+    maxt = "correction='maxT' (family-wise, from the joint sign-flip distribution)"
     if g < 63 and 2 ** g <= n_resamples:          # exact test: limited by the number of sign patterns
         need = g
         while (2.0 if alternative == "two-sided" else 1.0) / 2 ** need >= thr:
@@ -254,9 +291,13 @@ def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered
         fix = f"use at least {need} {'clusters' if clustered else 'prompts'}"
         if 2 ** need > n_resamples and 1 / (n_resamples + 1) >= thr:
             fix += f" and n_resamples >= {int(np.ceil(10 / thr))}"
+        if try_maxt:
+            fix += f", or {maxt}"
         return fix
     fix = f"use n_resamples >= {int(np.ceil(10 / thr))}"      # Monte Carlo resolution 1/(B+1) is the limit
-    if correction not in ("fdr_bh", "fdr_by", "none"):
+    if try_maxt:
+        fix += f", {maxt}"
+    if correction not in ("fdr_bh", "fdr_by", "none", "maxT"):      # their threshold is alpha already
         fix += " or correction='fdr_bh'"
     return fix
 
@@ -272,7 +313,8 @@ def _finish(scan: _Scan, decisions, site_cols, estimate, low, high, p, p_adj, qu
     table["layer"] = pd.array(table["layer"], dtype="Int64")
     verdict, reasons = V.combine(decisions, list(site_cols["site"]), scan.correction)
     est = float(estimate[0]) if len(decisions) == 1 and np.isfinite(estimate[0]) else None
-    return Evaluation(verdict=verdict, reasons=tuple(list(reasons) + list(extra_reasons)), table=table,
+    return Evaluation(verdict=verdict, reasons=tuple(list(reasons) + list(extra_reasons) + list(scan.notes)),
+                      table=table,
                       quantity=quantity, estimate=est, ci_low=float(low[0]) if est is not None else None,
                       ci_high=float(high[0]) if est is not None else None, **common)
 
@@ -293,8 +335,8 @@ def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluatio
         return _undefined(scan, lambda ev: V.recovers_rule(ev, ctx, tau), site_cols, quantity, common)
     sgn = 1.0 if scan.mean_gap > 0 else -1.0
     sf = scan.signflip(sgn * (scan.e - tau * scan.gap[:, None]))
-    p_sup, p_ref = sf.pvalue("greater"), sf.pvalue("less")
-    p_sup_adj, p_ref_adj = scan.adjust(p_sup), scan.adjust(p_ref)
+    p_sup = sf.pvalue("greater")
+    p_sup_adj, p_ref_adj = scan.adjust_signflip(sf, "greater"), scan.adjust_signflip(sf, "less")
     rec = scan.recovery(scan.values)
     est = np.atleast_1d(rec.estimate).astype(float)
     lo, hi = np.atleast_1d(rec.low).astype(float), np.atleast_1d(rec.high).astype(float)
@@ -348,21 +390,29 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
         tost_p = np.atleast_1d(t.pvalue)
         tost_adj, exc_adj = scan.adjust(tost_p), scan.adjust(t.pvalue_exceeds)
         t_lo, t_hi = np.atleast_1d(t.low), np.atleast_1d(t.high)
-    sd = e_units.std(axis=0, ddof=1)
-    if ctx.underpowered:
-        mde = np.full(m, np.inf)
-    else:
-        mde = _standardized_mde(e_units.shape[0], thr, _POWER, alternative) * sd
-    mde_rel = mde / abs(scan.mean_gap) if not scan.no_gap else nan
-
     p = p_adj = None
     p_opp_adj = [None] * m
+    level = thr
     if isinstance(claim, HasEffect):
         sf = scan.signflip(e)
         p = sf.pvalue(alternative)
-        p_adj = scan.adjust(p)
+        p_adj = scan.adjust_signflip(sf, alternative)
         if alternative != "two-sided":
-            p_opp_adj = scan.adjust(sf.pvalue("less" if alternative == "greater" else "greater"))
+            p_opp_adj = scan.adjust_signflip(sf, "less" if alternative == "greater" else "greater")
+        if sf.maxt is not None and m > 1 and not ctx.underpowered:
+            # maxT has no fixed per-site level: the MDE uses the level of a t-test at the maxT critical value
+            crit = sf.maxt_critical(alternative, scan.alpha)
+            if crit is not None:
+                tail = float(_st.t.sf(crit, sf.n_units - 1)) * (2.0 if alternative == "two-sided" else 1.0)
+                level = min(tail, thr)
+                ctx = replace(ctx, mde_label=f"the maxT critical t {crit:.3g} (per-site level {level:.2g})")
+
+    sd = e_units.std(axis=0, ddof=1)
+    if ctx.underpowered or not level > 0:
+        mde = np.full(m, np.inf)
+    else:
+        mde = _standardized_mde(e_units.shape[0], level, _POWER, alternative) * sd
+    mde_rel = mde / abs(scan.mean_gap) if not scan.no_gap else nan
 
     decisions = []
     for j in range(m):
@@ -380,6 +430,8 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
     if undefined is None:
         rel = f" ({claim.margin:g} of the gap {abs(scan.mean_gap):.3g})" if claim.relative else ""
         extra.append(f"margin +-{margin:.3g} in metric units{rel}")
+    if scan.maxt and any("TOST" in d.reason for d in decisions):
+        extra.append("TOST p_adj corrected with holm (maxT applies to the sign-flip tests only)")
     return _finish(scan, decisions, site_cols, est, lo, hi, p, p_adj,
                    f"mean effect (values - {scan.base_name}, metric units)", common, extra)
 

@@ -34,7 +34,7 @@ class Context:
     """What every rule of one evaluation shares."""
 
     alpha: float
-    threshold: float          # the level the smallest p of the family must reach (alpha/m for Holm)
+    threshold: float          # the level the smallest p of the family must reach (alpha/m for Holm, alpha for maxT)
     threshold_label: str      # e.g. "alpha/m = 0.05/144"
     smallest_p: float         # smallest attainable p for this n / n_resamples
     n_label: str              # e.g. "n=8" or "8 clusters"
@@ -42,6 +42,7 @@ class Context:
     base_name: str = "corrupt"    # the unintervened run that was patched
     target_name: str = "clean"    # where a full effect goes
     power_fix: str = ""           # what would make the smallest attainable p small enough
+    mde_label: str = ""           # the level the minimum detectable effect is computed at (default threshold_label)
 
     @property
     def underpowered(self) -> bool:
@@ -143,7 +144,8 @@ def _not_detected(ev: SiteEvidence, ctx: Context, lead: str) -> Decision:
     parts = [lead]
     if ev.mde is not None:
         rel = f" ({_g(ev.mde_relative)} of the gap)" if ev.mde_relative is not None else ""
-        parts.append(f"minimum detectable effect {_g(ev.mde)}{rel} at {ctx.threshold_label} with 80% power")
+        parts.append(f"minimum detectable effect {_g(ev.mde)}{rel} at {ctx.mde_label or ctx.threshold_label} "
+                     "with 80% power")
     if ctx.underpowered:
         parts.insert(0, ctx.power_reason())
         return Decision(INCONCLUSIVE, UNDERPOWERED, "; ".join(parts))
