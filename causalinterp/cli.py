@@ -1,8 +1,361 @@
-"""Command line: `causalinterp demo|sitemap ...` (all commands call the same Python API)."""
+"""Command line: ``causalinterp run | scan | report | demo | sitemap``.
+
+Every command calls the same Python API (`causalinterp.run_all`, `causalinterp.report`) and writes
+DIR/index.html, DIR/report.md and DIR/results.json, then prints where the report is and a verdict table.
+
+Exit codes: 0 when the command ran (verdicts are data, not errors); 2 on usage or input errors (missing
+file, invalid YAML, unknown model, bad site name ...), reported as one line ``causalinterp: error: ...``;
+with ``--strict``, 1 when any hypothesis is not supported (refuted, null or inconclusive), as
+``pytest --causal-strict`` fails them.  ``--traceback`` shows the full traceback of an error.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+HYPOTHESIS_SUFFIXES = (".yaml", ".yml", ".json", ".py")
+SESSION_SCHEMA = "causalinterp.session/1"
+
+
+class UsageError(ValueError):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+def _eprint(*a) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- output shared with the pytest plugin
+
+def _short_quantity(result) -> str:
+    return (result.evaluation.quantity or "").split(" (")[0].split(" vs ")[0]
+
+
+def _p_of(result):
+    t = result.table
+    if len(t) == 1:
+        return t["p_adj"].iloc[0]
+    import pandas as pd
+    p = pd.to_numeric(t["p_adj"], errors="coerce")
+    return p.min() if p.notna().any() else None
+
+
+def verdict_lines(results) -> tuple[str, list[str], str]:
+    """A header, one line per result (verdict, name, estimate [CI], p, n) and a line of counts."""
+    from .report.table import estimate_text, fmt_p, site_summary
+    cells = []
+    for r in results:
+        e = r.evaluation
+        if e.estimate is not None:
+            est = f"{_short_quantity(r)} {estimate_text(r)}".strip() + f" ({100 * e.confidence_level:g}%)"
+            p = fmt_p(_p_of(r))
+        else:
+            est, p = site_summary(r), f"min {fmt_p(_p_of(r))}"
+        name = r.name if len(r.name) <= 48 else r.name[:47] + "\u2026"
+        cells.append((r.verdict.upper(), name, est, p, str(e.n_prompts)))
+    heads = ("verdict", "hypothesis", "estimate [CI]", "p", "n")
+    w = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+
+    def line(c):
+        return f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:<{w[2]}}  {c[3]:>{w[3]}}  {c[4]:>{w[4]}}"
+
+    counts: dict = {}
+    for r in results:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    order = ["supported", "refuted", "null", "inconclusive"]
+    footer = f"{len(results)} hypothes{'is' if len(results) == 1 else 'es'}: " + ", ".join(
+        f"{counts[v]} {v}" for v in order + sorted(set(counts) - set(order)) if counts.get(v))
+    return line(heads), [line(c) for c in cells], footer
+
+
+def site_table_text(result, max_rows: int = 20) -> str:
+    """The per-site statistics table as text (reading order; at most `max_rows` rows)."""
+    from .report.table import fmt, fmt_p, top_rows
+    t, left = top_rows(result.table, max_rows)
+    cols = ["site", "n", "estimate", "ci_low", "ci_high", "p", "p_adj", "verdict", "flag"]
+    rows = [cols]
+    for _, row in t.iterrows():
+        flag = row.get("flag")
+        rows.append([str(row["site"]), str(row["n"]), fmt(row["estimate"]), fmt(row["ci_low"]), fmt(row["ci_high"]),
+                     fmt_p(row["p"]), fmt_p(row["p_adj"]), str(row["verdict"]).upper(),
+                     flag if isinstance(flag, str) and flag else ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 7, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    if left:
+        lines.append(f"... {left} more site(s) (see the report or results.json)")
+    return "\n".join(lines)
+
+
+def failure_message(result, note: str = "") -> str:
+    """What a failed hypothesis test shows: verdict, claim, reasons and the statistics table."""
+    e = result.evaluation
+    meta = result.meta or {}
+    iv = (result.hypothesis or {}).get("intervention", {}) or {}
+    metric = (result.hypothesis or {}).get("metric", {}) or {}
+    lines = [f"hypothesis {result.name!r} is {result.verdict.upper()}{note}",
+             f"claim: {e.claim}",
+             f"model {meta.get('model', '?')}, {e.n_prompts} prompts, intervention {iv.get('kind', '?')}, "
+             f"metric {metric.get('kind', '?')}, alpha {e.alpha:g}, correction {e.correction}"]
+    lines += [f"  - {r}" for r in result.reasons]
+    lines += ["", site_table_text(result)]
+    return "\n".join(lines)
+
+
+def write_reports(results, out, title: str = "causalinterp report") -> dict:
+    """DIR/results.json (written first), DIR/index.html and DIR/report.md; returns their paths."""
+    from .report import html, markdown
+    from .result import write_atomic
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "html": out / "index.html", "markdown": out / "report.md"}
+    write_atomic(paths["json"], json.dumps({"schema": SESSION_SCHEMA, "title": title,
+                                            "results": [r.to_dict() for r in results]}, indent=1))
+    html.render(results, paths["html"], title)
+    markdown.render(results, paths["markdown"], title)
+    return paths
+
+
+def _print_outcome(results, paths) -> None:
+    header, rows, footer = verdict_lines(results)
+    print(header)
+    for line in rows:
+        print(line)
+    print(footer)
+    print(f"report: {paths['html']}  (also {paths['markdown'].name}, {paths['json'].name})")
+
+
+def _exit_code(results, strict: bool) -> int:
+    return 1 if strict and any(r.verdict != "supported" for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- collecting hypotheses
+
+def _hypothesis_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix not in HYPOTHESIS_SUFFIXES:
+            raise UsageError(f"{path}: not a hypothesis file (expected {', '.join(HYPOTHESIS_SUFFIXES)})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in HYPOTHESIS_SUFFIXES
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+                   and p.name != "conftest.py")
+    if not files:
+        raise UsageError(f"{path}: no hypothesis files (*.yaml, *.yml, *.json, *.py) in this directory")
+    return files
+
+
+def _import_file(path: Path, index: int):
+    import importlib.util
+    name = f"_causalinterp_hypotheses_{index}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file: report it as input, in one line
+        sys.modules.pop(name, None)
+        raise UsageError(f"{path}: could not import: {type(e).__name__}: {e}") from e
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def _from_python(path: Path, index: int, override, models) -> list[tuple]:
+    """(hypothesis, model spec, source) for decorated functions and module-level Hypothesis objects."""
+    import inspect
+
+    from .pytest_plugin import ATTR, hypotheses_from
+    from .spec.hypothesis import Hypothesis
+    module = _import_file(path, index)
+    out, seen = [], set()
+
+    def add(h, spec, where):
+        if id(h) not in seen:
+            seen.add(id(h))
+            out.append((h, spec, where))
+
+    for name, obj in list(vars(module).items()):
+        if isinstance(obj, Hypothesis):
+            add(obj, override or obj.model, f"{path}:{name}")
+        elif isinstance(obj, (list, tuple)) and obj and all(isinstance(h, Hypothesis) for h in obj):
+            for h in obj:
+                add(h, override or h.model, f"{path}:{name}")
+        elif callable(obj) and getattr(obj, ATTR, None) is not None and getattr(obj, "__module__", None) == module.__name__:
+            where = f"{path}:{name}"
+            spec = override or getattr(obj, ATTR)["model"]
+            params = inspect.signature(obj).parameters
+            needed = [p for p, v in params.items() if v.default is inspect.Parameter.empty
+                      and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD) and p != "model"]
+            if needed:
+                raise UsageError(f"{where} takes {', '.join(needed)}: the CLI passes only `model`; run this file "
+                                 "with pytest if it needs fixtures")
+            if "model" in params:
+                if spec is None:
+                    raise UsageError(f"{where} takes `model` but names none: use @ci.hypothesis(model=...) or "
+                                     "pass --model NAME")
+                value = obj(model=_load(models, spec))
+            else:
+                value = obj()
+            for h in hypotheses_from(value, f"{where}()"):
+                add(h, spec or h.model, where)
+    if not out:
+        raise UsageError(f"{path}: no hypotheses found (define functions decorated with @ci.hypothesis or "
+                         "module-level ci.Hypothesis objects)")
+    return out
+
+
+def collect(paths, override=None, models=None) -> list[tuple]:
+    """(hypothesis, model spec, source) for every hypothesis in `paths` (files or directories)."""
+    from .pytest_plugin import ModelCache
+    from .spec.hypothesis import load_hypotheses
+    models = ModelCache() if models is None else models
+    entries = []
+    files = [f for p in paths for f in _hypothesis_files(Path(p))]
+    for i, f in enumerate(files):
+        if f.suffix == ".py":
+            entries += _from_python(f, i, override, models)
+        else:
+            entries += [(h, override or h.model, str(f)) for h in load_hypotheses(f)]
+    for h, spec, where in entries:
+        if spec is None:
+            raise UsageError(f"hypothesis {h.name!r} ({where}) names no model: add `model:` to it (e.g. "
+                             "model: testbed:induction) or pass --model NAME")
+    return entries
+
+
+def _load(models, spec):
+    from .models.load import Model
+    key = models.key(spec) if not isinstance(spec, Model) else None
+    if key is not None and key not in models.models:
+        _eprint(f"loading model {spec if isinstance(spec, str) else getattr(spec, '__name__', spec)} ...")
+    return models.get(spec)
+
+
+def _run_entries(entries, models, progress: bool):
+    from .runner import run_all
+    results = []
+    for i, (h, spec, _where) in enumerate(entries, 1):
+        m = _load(models, spec)
+        _eprint(f"[{i}/{len(entries)}] {h.name} ...")
+        r = run_all([h], m, progress=progress, cache=models.cache, models=models.models)[0]
+        _eprint(f"[{i}/{len(entries)}] {h.name}: {r.verdict.upper()} ({r.meta.get('seconds', 0):.1f} s)")
+        results.append(r)
+    return results
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_run(args) -> int:
+    from .pytest_plugin import ModelCache
+    models = ModelCache()
+    entries = collect(args.paths, args.model, models)
+    results = _run_entries(entries, models, progress=not args.no_progress)
+    paths = write_reports(results, args.out, args.title)
+    _print_outcome(results, paths)
+    return _exit_code(results, args.strict)
+
+
+def _split(text):
+    return [x.strip() for x in str(text).split(",") if x.strip()]
+
+
+def _ints(text, what):
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in _split(text))
+    except ValueError:
+        raise UsageError(f"--{what} takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+
+
+def _positions(text, task):
+    if text is None:
+        return ("IO", "S1", "S2", "end") if task == "ioi" else None
+    if text.strip() == "every":
+        return None
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in _split(text))
+
+
+def _claim(text):
+    from .spec import claims
+    kind, _, value = str(text).partition(":")
+    kind = kind.strip()
+    try:
+        if kind == "has_effect":
+            return claims.has_effect(value or "any")
+        if kind == "recovers":
+            return claims.recovers(float(value) if value else 0.5)
+        if kind == "no_effect":
+            return claims.no_effect(float(value) if value else 0.1)
+        if kind == "beats_random":
+            return claims.beats_random(int(value) if value else 200)
+    except ValueError as e:
+        raise UsageError(f"--claim {text!r}: {e}") from None
+    raise UsageError(f"--claim {text!r}: unknown claim; use has_effect[:any|increase|decrease], recovers[:TAU], "
+                     "no_effect[:MARGIN] or beats_random[:N]")
+
+
+def cmd_scan(args) -> int:
+    from .pytest_plugin import ModelCache
+    from .spec.hypothesis import DataRef, Hypothesis
+    from .spec.interventions import Intervention
+    from .spec.metrics import Metric
+    from .spec.sites import COMPONENTS, HEAD_COMPONENTS, SiteSet
+
+    components = _split(args.sites)
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad or not components:
+        raise UsageError(f"--sites {args.sites!r}: unknown site kind {bad[0] if bad else ''!r}; choose from "
+                         f"{', '.join(COMPONENTS)} (comma-separated for several)")
+    layers, heads = _ints(args.layers, "layers"), _ints(args.heads, "heads")
+    positions = _positions(args.positions, args.task)
+    if args.n < 2:
+        raise UsageError(f"--n {args.n}: a test needs at least 2 prompts (20+ recommended)")
+    options = {"seq_len": args.seq_len} if args.task == "induction" and args.seq_len else {}
+    data = DataRef(args.task, args.n, args.seed, options)
+    claim = _claim(args.claim)
+    intervention = Intervention(args.intervention, seed=args.seed)
+    metric = Metric(args.metric)
+    hs = [Hypothesis(name=f"{args.task}: {args.intervention} {c} scan ({claim.kind})", data=data,
+                     sites=SiteSet(c, layers, heads if c in HEAD_COMPONENTS else None, positions), claim=claim,
+                     intervention=intervention, metric=metric, alpha=args.alpha, correction=args.correction,
+                     n_resamples=args.n_resamples, seed=args.seed, model=args.model) for c in components]
+    models = ModelCache()
+    entries = [(h, args.model, "scan") for h in hs]
+    results = _run_entries(entries, models, progress=not args.no_progress)
+    paths = write_reports(results, args.out, args.title or f"causalinterp scan: {args.task} on {args.model}")
+    for r in results:
+        print(f"{r.name}: {r.verdict.upper()}")
+        print(site_table_text(r, max_rows=args.top))
+        print()
+    _print_outcome(results, paths)
+    return _exit_code(results, args.strict)
+
+
+def cmd_report(args) -> int:
+    from .result import Result
+    results = []
+    for f in args.files:
+        p = Path(f)
+        if not p.is_file():
+            raise UsageError(f"{p}: no such file")
+        try:
+            loaded = Result.from_json(p)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{p}: not valid JSON ({e})") from None
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"{p}: not a causalinterp result file (missing or malformed field {e})") from None
+        results += loaded if isinstance(loaded, list) else [loaded]
+    if not results:
+        raise UsageError("the result files hold no results")
+    paths = write_reports(results, args.out, args.title)
+    _print_outcome(results, paths)
+    return _exit_code(results, args.strict)
 
 
 def _demo_model():
@@ -23,25 +376,131 @@ def cmd_sitemap(args) -> int:
     return 0
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "hypotheses"
+DEMO_TESTBEDS = ("induction", "ioi")
+
+
 def cmd_demo(args) -> int:
-    return cmd_sitemap(argparse.Namespace(model=None))
+    """`run examples/hypotheses --out DIR` against the shipped testbeds."""
+    from . import testbeds
+    if not EXAMPLES.is_dir():
+        raise UsageError(f"the example hypotheses are not here ({EXAMPLES}); the demo runs from a source checkout "
+                         "of causalinterp (or run: causalinterp run PATH --out DIR)")
+    have = set(testbeds.available())
+    missing = [t for t in DEMO_TESTBEDS if t not in have]
+    if missing:
+        build = " and ".join(f"python -m causalinterp.testbeds.train {t}" for t in missing)
+        raise UsageError(f"the shipped testbed(s) {', '.join(missing)} are missing; build them with {build} "
+                         f"(or run: causalinterp run {EXAMPLES} --model NAME --out {args.out})")
+    return cmd_run(argparse.Namespace(paths=[EXAMPLES], model=None, out=args.out, strict=False,
+                                      no_progress=args.no_progress, title="causalinterp demo: shipped testbeds"))
+
+
+# ----------------------------------------------------------------------------- parser
+
+MODEL_HELP = "hub id (e.g. gpt2), local path of a saved model, or testbed:NAME (e.g. testbed:induction)"
+
+
+def _common(p, out_default="reports"):
+    p.add_argument("--out", metavar="DIR", default=out_default,
+                   help=f"directory for index.html, report.md and results.json (default: {out_default})")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any hypothesis is not supported (refuted, null or inconclusive); without "
+                        "it the exit code is 0 whatever the verdicts")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="causalinterp", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sitemap", help="load a model and print its canonical sites and the modules they live in")
-    s.add_argument("--model", help="hub id, local path or testbed:NAME (default: the shipped induction testbed)")
-    s.set_defaults(func=cmd_sitemap)
-    d = sub.add_parser("demo", help="the README's main job")
-    d.add_argument("--out", default="reports", help="directory for the report")
+    p = argparse.ArgumentParser(prog="causalinterp", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--traceback", action="store_true", help="show the full traceback of an error (for bug reports)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run hypothesis files (YAML/JSON/Python) and write a report",
+                       description="Run hypotheses from YAML/JSON files (one hypothesis, or a list under "
+                                   "`hypotheses:`) and Python files (functions decorated with @ci.hypothesis and "
+                                   "module-level ci.Hypothesis objects).  Directories are searched recursively.")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="hypothesis files or directories")
+    r.add_argument("--model", help=f"run every hypothesis on this model instead of the one it names: {MODEL_HELP}")
+    _common(r)
+    r.add_argument("--title", default="causalinterp hypotheses", help="report title")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("scan", help="sweep one kind of site over layers/heads/positions on a task, with statistics",
+                       description="Build a task's contrast set for the model, intervene on every site of the "
+                                   "given kind(s) and test the claim at each site (corrected over the sweep).")
+    s.add_argument("--task", required=True, choices=["ioi", "induction"], help="the contrast set to build")
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--sites", required=True, metavar="KIND[,KIND]",
+                   help="site kind(s): resid_pre, resid_mid, resid_post, attn_out, mlp_out, head_out, q, k, v")
+    s.add_argument("--layers", metavar="L,L", help="layers to scan (default: every layer)")
+    s.add_argument("--heads", metavar="H,H", help="heads, for head_out/q/k/v (default: every head)")
+    s.add_argument("--positions", metavar="P,P",
+                   help="token positions: ints (negative from the end), named positions of the task (ioi: IO, S1, "
+                        "S2, end; induction: end, first_answer, ...), 'all' (every position at once) or 'every' "
+                        "(one site per position). Default: ioi IO,S1,S2,end; induction every")
+    s.add_argument("--n", type=int, default=32, help="number of prompt pairs (default: 32)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the data, resampling and statistics (default: 0)")
+    s.add_argument("--seq-len", type=int, default=None, help="induction: length of the repeated sequence")
+    s.add_argument("--intervention", default="denoise", choices=["denoise", "noise", "zero", "mean", "resample"],
+                   help="denoise: clean activation into the corrupt run (sufficiency); noise: corrupt into clean "
+                        "(necessity); zero/mean/resample: ablations of the clean run (default: denoise)")
+    s.add_argument("--metric", default="logit_diff", choices=["logit_diff", "logprob", "prob", "kl_to_clean",
+                                                              "accuracy"],
+                   help="what is measured at the last position (default: logit_diff = answer - wrong logit)")
+    s.add_argument("--claim", default="has_effect", metavar="CLAIM",
+                   help="tested at each site: has_effect[:any|increase|decrease], recovers[:TAU] (e.g. "
+                        "recovers:0.5), no_effect[:MARGIN] or beats_random[:N] (default: has_effect)")
+    s.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    s.add_argument("--correction", default="holm", choices=["holm", "fdr_bh", "bonferroni", "none"],
+                   help="multiple-comparison correction over the sites (default: holm)")
+    s.add_argument("--n-resamples", type=int, default=9999, help="permutation/bootstrap resamples (default: 9999)")
+    s.add_argument("--top", type=int, default=15, help="site rows to print per scan (default: 15)")
+    _common(s)
+    s.add_argument("--title", default=None, help="report title")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_scan)
+
+    rp = sub.add_parser("report", help="rebuild the report from results.json / result JSON files",
+                        description="Read results written by `causalinterp run/scan`, `pytest --causal-report` "
+                                    "or Result.to_json, and write the HTML/Markdown report.")
+    rp.add_argument("files", nargs="+", metavar="RESULT.json", help="result or session JSON files")
+    _common(rp)
+    rp.add_argument("--title", default="causalinterp report", help="report title")
+    rp.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="the README's main job: run examples/hypotheses on the shipped testbeds",
+                       description="Equivalent to `causalinterp run examples/hypotheses --out reports`.")
+    d.add_argument("--out", metavar="DIR", default="reports", help="directory for the report (default: reports)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+
+    sm = sub.add_parser("sitemap", help="load a model and print its canonical sites and the modules they live in")
+    sm.add_argument("--model", help=f"{MODEL_HELP} (default: the shipped induction testbed)")
+    sm.set_defaults(func=cmd_sitemap)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _eprint("causalinterp: interrupted")
+        return 130
+    except (ValueError, OSError) as e:  # the library's input errors are ValueErrors that say what to fix
+        if args.traceback:
+            raise
+        _eprint(f"causalinterp: error: {_one_line(e)}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def _data_from(v) -> ContrastSet | DataRef:
 
 
 def _sites_from(v) -> SiteSet:
-    if isinstance(v, Mapping) and "heads" in v:
+    if isinstance(v, Mapping) and v.get("heads") is not None and "component" not in v:  # explicit head list
         from .sites import heads
         return heads([tuple(p) for p in v["heads"]], positions=v.get("positions", "all"),
                      component=v.get("component", "head_out"))
