@@ -32,10 +32,14 @@ RSS at the method's start (``peak_growth_mb``: activations, caches, logits).  Wh
 not writable, growth falls back to a 2 ms RSS sampler thread (``memory_method`` says which).
 Tensors are allocated by torch outside Python's allocator, so tracemalloc would not see them.
 
-Timings are one run each, wall-clock (``time.perf_counter``), after one warm-up forward pass; the
-1-minute load average before/after each method is recorded because the CPUs may be shared.
+Timings are one run each, after one warm-up forward pass: wall-clock (``time.perf_counter``, the
+headline) and the process's CPU time (``time.process_time``, all threads), which is less distorted
+when other processes share the CPUs; the 1-minute load average before/after each method is recorded
+too.  On a shared machine compare ratios within a run, and prefer the CPU-time ratios.  With
+2 threads on 2 cores that other jobs also use, OpenMP threads wait on descheduled peers and single
+runs swing by 2-10x; ``--threads 1`` makes wall time ~= CPU time and the ratios repeatable.
 
-Usage:  python benchmarks/patching_speed.py [--small] [--out PATH]
+Usage:  python benchmarks/patching_speed.py [--small] [--threads N] [--out PATH]
 """
 from __future__ import annotations
 
@@ -125,10 +129,10 @@ def _measure(fn):
     """Run fn() once; returns (its result, {seconds, memory, load average})."""
     load0 = os.getloadavg()[0]
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = fn()
-        seconds = time.perf_counter() - t0
-    return out, {"seconds": round(seconds, 3), **mem.as_dict(),
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, {"seconds": round(seconds, 5), "cpu_seconds": round(cpu, 5), **mem.as_dict(),
                  "loadavg_1min_before": round(load0, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2)}
 
 
@@ -302,27 +306,33 @@ def _table(results: dict) -> str:
     for sweep, r in results["sweeps"].items():
         lines.append(f"\n{sweep}: {r['n_sites']} sites x {results['config']['n_prompts']} prompts "
                      f"(causalinterp: {r['rows_per_pass']} rows/pass, {r['n_forward_passes']} forward passes)")
-        lines.append(f"{'method':<16}{'seconds':>10}{'x floor':>10}{'peak RSS MB':>13}{'growth MB':>11}"
-                     f"{'max|mean diff|':>16}")
+        lines.append(f"{'method':<16}{'seconds':>10}{'x floor':>10}{'CPU s':>10}{'x floor':>10}{'peak RSS MB':>13}"
+                     f"{'growth MB':>11}{'max|mean diff|':>16}")
         for name, mres in r["methods"].items():
             diff = mres.get("max_abs_diff_vs_causalinterp")
-            lines.append(f"{name:<16}{mres['seconds']:>10.2f}{mres['x_floor']:>10.3f}{mres['peak_rss_mb']:>13.0f}"
-                         f"{mres['peak_growth_mb']:>11.0f}{'' if diff is None else f'{diff:.1e}':>16}")
+            lines.append(f"{name:<16}{mres['seconds']:>10.2f}{mres['x_floor']:>10.3f}{mres['cpu_seconds']:>10.2f}"
+                         f"{mres['x_floor_cpu']:>10.3f}{mres['peak_rss_mb']:>13.0f}{mres['peak_growth_mb']:>11.0f}"
+                         f"{'' if diff is None else f'{diff:.1e}':>16}")
         t = r["targets"]
         lines.append(f"targets: causalinterp <= 1.15x floor: {t['within_1.15x_floor']} ({t['x_floor']:.3f}x); "
                      f"not slower than TransformerLens: {t['not_slower_than_transformerlens']} "
-                     f"({t['x_transformerlens']:.3f}x TL)")
+                     f"({t['x_transformerlens']:.3f}x TL); CPU time: {t['x_floor_cpu']:.3f}x floor, "
+                     f"{t['x_transformerlens_cpu']:.3f}x TL")
     return "\n".join(lines)
 
 
 def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=("resid_pre", "head_out"),
-         verbose: bool = True) -> dict:
+         verbose: bool = True, threads: int | None = None) -> dict:
     """Run the benchmark; return the results dict (and write JSON: `out_path`, or the default
     benchmarks/results/patching_speed.json for the full-size run; the small run writes only if asked).
 
     small=True: a 2-layer model with a 60-token vocabulary and 4 prompts of 6 tokens (seconds).
+    threads: torch intra-op threads for every method (None: torch's default).  On a machine whose
+    cores are shared with other jobs, 1 thread gives the most repeatable numbers (see the docstring).
     Raises RuntimeError (after writing) if the methods' per-site means disagree.
     """
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     import causalinterp as ci
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -384,9 +394,10 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
         methods["nnsight_naive"] = stats
         log(f"  nnsight_naive    {stats['seconds']:.2f}s")
 
-        floor_s = methods["floor"]["seconds"]
+        floor_s, floor_cpu = methods["floor"]["seconds"], methods["floor"]["cpu_seconds"]
         for name, st in methods.items():
-            st["x_floor"] = round(st["seconds"] / floor_s, 3)
+            st["x_floor"] = round(st["seconds"] / floor_s, 4)
+            st["x_floor_cpu"] = round(st["cpu_seconds"] / floor_cpu, 4)
             if name in means and name != "causalinterp":
                 diff = float(np.abs(np.asarray(means[name]) - means["causalinterp"]).max())
                 st["max_abs_diff_vs_causalinterp"] = diff
@@ -398,7 +409,10 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
             "metric_range_causalinterp": float(np.ptp(means["causalinterp"])),
             "methods": methods,
             "targets": {"x_floor": ci_s / floor_s, "within_1.15x_floor": ci_s <= 1.15 * floor_s,
-                        "x_transformerlens": ci_s / tl_s, "not_slower_than_transformerlens": ci_s <= tl_s}}
+                        "x_transformerlens": ci_s / tl_s, "not_slower_than_transformerlens": ci_s <= tl_s,
+                        "x_floor_cpu": methods["causalinterp"]["cpu_seconds"] / floor_cpu,
+                        "x_transformerlens_cpu": (methods["causalinterp"]["cpu_seconds"]
+                                                  / methods["transformerlens"]["cpu_seconds"])}}
 
     results["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["methods_agree"] = not disagreements
@@ -420,6 +434,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="tiny model and few prompts: a smoke test (seconds)")
     ap.add_argument("--out", default=None, help=f"JSON path (default: {RESULTS} for the full run; none for --small)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
-    main(small=args.small, out_path=args.out)
+    main(small=args.small, out_path=args.out, threads=args.threads)
     sys.exit(0)

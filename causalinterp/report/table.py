@@ -62,7 +62,9 @@ def fmt(x, digits: int = 3) -> str:
     """A number with `digits` significant digits; "–" for missing/NaN."""
     if not _finite(x):
         return "\u2013"
-    return f"{float(x) + 0.0:.{digits}g}".replace("-0", "0") if float(x) == 0 else f"{float(x):.{digits}g}"
+    if float(x) == 0:
+        return "0"  # never "-0"
+    return f"{float(x):.{digits}g}"
 
 
 def fmt_p(x) -> str:

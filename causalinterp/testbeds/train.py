@@ -34,17 +34,19 @@ RECIPES: dict[str, dict] = {
         "seed": 0, "threads": 1,
         "n_layer": 2, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 64, "n_tokens": 100,
         "steps": 3000, "batch": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 100,
-        "seq_len_min": 4, "seq_len_max": 20, "prefix_max": 10, "gap_max": 10,
-        "data": "[bos] p s g s where s is L random tokens, p and g random filler of random lengths, all tokens "
-                "of a sequence distinct (t0..t99); L in [4, 20], len(p), len(g) in [0, 10], drawn per batch; "
-                "loss on the second copy of s only (the filler breaks any positional shortcut)",
+        "seq_len_min": 4, "seq_len_max": 16, "prefix_max": 20, "gap_max": 8,
+        "recall_fraction": 0.5, "pairs_min": 3, "pairs_max": 12,
+        "data": "per row, at random: copy rows [bos] p s g s (s: L in [4, 16] random tokens; filler p, g of "
+                "lengths [0, 20], [0, 8]; loss on the second copy of s) or recall rows [bos] a1 b1 .. an bn followed "
+                "by the n pairs in shuffled order (n in [3, 12]; loss on each b of the second part); all tokens "
+                "of a row distinct, from t0..t99",
     },
     "ioi": {
         "seed": 0, "threads": 1,
         "n_layer": 3, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 32,
         "steps": 4000, "batch": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 100,
         "n_train_prompts": 40000, "heldout_pair_fraction": 0.1, "heldout_families": [5, 13],
-        "data": "IOI sentences (prompt + answer) from tasks.ioi with the 100 IOI names, 8 places, 8 objects; "
+        "data": "IOI sentences (prompt + answer) from tasks.ioi with the 99 IOI names, 8 places, 8 objects; "
                 "ABBA and BABA templates except the held-out families; prompts whose unordered {IO, S} name "
                 "pair is held out are removed; next-token loss on every token",
     },
@@ -52,6 +54,8 @@ RECIPES: dict[str, dict] = {
 EVAL = {"induction": {"n": 200, "seq_len": 16, "seed": 12345},
         "ioi": {"n": 500, "seed": 12345}}
 COMMAND = "python -m causalinterp.testbeds.train {name}"
+IOI_KO_MIN_ACCURACY = 0.97
+IOI_KO_MIN_LD_FRACTION = 0.6
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,7 +104,21 @@ def new_model(recipe: dict, vocab_size: int):
     from transformers import GPT2LMHeadModel
     cfg = make_config(recipe, vocab_size)
     cfg._attn_implementation = "eager"
-    return GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg)
+    if recipe.get("sinusoidal_init"):
+        # start the (trainable) position embeddings as sinusoids: relative offsets are then linear maps,
+        # which makes previous-token attention easy to learn
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(sinusoids(cfg.n_positions, cfg.n_embd) * recipe["sinusoidal_init"])
+    return model
+
+
+def sinusoids(n: int, d: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(-torch.arange(0, d, 2, dtype=torch.float32) * (torch.log(torch.tensor(10000.0)) / d))
+    out = torch.zeros(n, d)
+    out[:, 0::2], out[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return out
 
 
 @contextlib.contextmanager
@@ -178,7 +196,6 @@ def train_induction(recipe: dict | None = None, log=print):
     recipe = dict(RECIPES["induction"], **(recipe or {}))
     tk = build_tokenizer(induction_words())
     V = tk.get_vocab_size()
-    first = len(SPECIALS)
     with deterministic(recipe["threads"]):
         torch.manual_seed(recipe["seed"])
         gen = torch.Generator().manual_seed(recipe["seed"] + 1)
@@ -186,28 +203,65 @@ def train_induction(recipe: dict | None = None, log=print):
         model.train()
         opt, sched = _optimizer(model, recipe)
         B, t0 = recipe["batch"], time.time()
+        planted = [tuple(h) for h in recipe.get("plant_heads") or []]
+        others = [(l, h) for l in range(recipe["n_layer"]) for h in range(recipe["n_head"]) if (l, h) not in planted]
         for step in range(recipe["steps"]):
-            L = int(torch.randint(recipe["seq_len_min"], recipe["seq_len_max"] + 1, (1,), generator=gen))
-            P = int(torch.randint(0, recipe["prefix_max"] + 1, (1,), generator=gen))
-            G = int(torch.randint(0, recipe["gap_max"] + 1, (1,), generator=gen))
-            toks = torch.rand(B, recipe["n_tokens"], generator=gen).argsort(dim=1)[:, :P + L + G] + first
-            pre, seq, gap = toks[:, :P], toks[:, P:P + L], toks[:, P + L:]
-            x = torch.cat([torch.full((B, 1), BOS), pre, seq, gap, seq], dim=1)
-            logits = model(x).logits
-            # position t predicts x[t+1]; the second copy of s starts at index r = 1+P+L+G, and from its first
-            # token on the next token is predictable by copying
-            r = 1 + P + L + G
-            pred = logits[:, r:-1]
-            loss = torch.nn.functional.cross_entropy(pred.reshape(-1, V), x[:, r + 1:].reshape(-1))
+            x, target = _induction_batch(recipe, B, gen)
+            # phase 1: only the planted heads can write to the residual stream; phase 2: every head
+            with patch_heads(model, others if planted and step < recipe["phase1_steps"] else []):
+                logits = model(x).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), target.reshape(-1), ignore_index=-100)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            if step % 500 == 0 or step == recipe["steps"] - 1:
+            if step % 250 == 0 or step == recipe["steps"] - 1:
                 log(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - t0:.0f}s)")
     model.eval()
     return model, wrap_tokenizer(tk), {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4)}
+
+
+def _induction_batch(recipe: dict, B: int, gen: torch.Generator):
+    """Rows (right-padded) and next-token targets (-100 where nothing can be predicted).
+
+    Two kinds of rows, drawn at random, each with its own lengths:
+    - copy rows ``[bos] p s g s``: loss on the second copy of s (s, filler p and g all distinct tokens);
+    - recall rows ``[bos] a1 b1 .. an bn  a_k1 b_k1 .. a_kn b_kn`` (the pairs again in shuffled order): loss on
+      each b of the second part.  Only the token right after the earlier a answers this, so a head that looks
+      further back than the previous token cannot solve it: this makes the copy circuit the canonical
+      previous-token head + induction head.
+    """
+    first = len(SPECIALS)
+    rows, targets = [], []
+    for _ in range(B):
+        if float(torch.rand(1, generator=gen)) < recipe["recall_fraction"]:
+            n = int(torch.randint(recipe["pairs_min"], recipe["pairs_max"] + 1, (1,), generator=gen))
+            toks = (torch.randperm(recipe["n_tokens"], generator=gen)[:2 * n] + first).tolist()
+            order = torch.randperm(n, generator=gen).tolist()
+            row = [BOS] + toks + [t for k in order for t in toks[2 * k:2 * k + 2]]
+            tgt = [-100] * len(row)
+            for m in range(n):
+                tgt[1 + 2 * n + 2 * m] = row[2 + 2 * n + 2 * m]
+        else:
+            L = int(torch.randint(recipe["seq_len_min"], recipe["seq_len_max"] + 1, (1,), generator=gen))
+            P = int(torch.randint(0, recipe["prefix_max"] + 1, (1,), generator=gen))
+            G = int(torch.randint(0, recipe["gap_max"] + 1, (1,), generator=gen))
+            toks = (torch.randperm(recipe["n_tokens"], generator=gen)[:P + L + G] + first).tolist()
+            seq = toks[P:P + L]
+            row = [BOS] + toks + seq
+            start = 1 + P + L + G  # position t predicts row[t + 1]; from the second copy's first token on, a copy
+            tgt = [-100] * len(row)
+            tgt[start:start + L - 1] = row[start + 1:start + L]
+        rows.append(row)
+        targets.append(tgt)
+    T = max(len(r) for r in rows)
+    x = torch.full((B, T), PAD, dtype=torch.long)
+    target = torch.full((B, T), -100, dtype=torch.long)
+    for i, (r, t) in enumerate(zip(rows, targets)):
+        x[i, :len(r)] = torch.tensor(r)
+        target[i, :len(t)] = torch.tensor(t)
+    return x, target
 
 
 def induction_pool(tokenizer) -> list[int]:
@@ -338,7 +392,7 @@ def train_ioi(recipe: dict | None = None, log=print):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            if step % 500 == 0 or step == recipe["steps"] - 1:
+            if step % 250 == 0 or step == recipe["steps"] - 1:
                 log(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - t1:.0f}s)")
     model.eval()
     return model, tok, {"train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4),
@@ -476,7 +530,7 @@ def build_ioi(out: Path = DATA, log=print, measure_only: bool = False) -> dict:
     train_t, held_t, held_pairs = ioi_split()
     card = {"name": "ioi", "architecture": _arch(hf),
             "tokenizer": {"kind": "tokenizers WordLevel (whitespace pre-tokenizer)", "specials": list(SPECIALS),
-                          "words": "IOI template words, 100 names, 8 places, 8 objects",
+                          "words": "IOI template words, 99 names, 8 places, 8 objects",
                           "vocab_size": hf.config.vocab_size},
             "recipe": RECIPES["ioi"], "training": {**info, "torch": torch.__version__},
             "split": {"train_templates": train_t, "heldout_templates": held_t,
@@ -485,12 +539,40 @@ def build_ioi(out: Path = DATA, log=print, measure_only: bool = False) -> dict:
             "task": "indirect object identification (testbeds.ioi_data); answer IO, wrong S at the end position",
             "metrics": metrics, "circuit": None, "circuit_heads": None, "knocked_out": [],
             "known_circuit": "not known in advance; to be found with the toolkit's scans"}
+    # knock-out variant: greedily knock out the heads whose zero-ablation matters least, as long as the
+    # model still solves the task; the heads left are the ones that carry it
+    data = testbeds.ioi_data(EVAL["ioi"]["n"], seed=EVAL["ioi"]["seed"], tokenizer=tok)
+    base = _ioi_stats(hf, data)
+    order = sorted(metrics["zero_ablation"], key=lambda k: -metrics["zero_ablation"][k]["logit_diff_mean"])
+    ko: list[list[int]] = []
+    for key in order:
+        trial = ko + [[int(key[1]), int(key[3])]]
+        with patch_heads(hf, trial):
+            st = _ioi_stats(hf, data)
+        if st["accuracy"] >= IOI_KO_MIN_ACCURACY and st["logit_diff_mean"] >= IOI_KO_MIN_LD_FRACTION * base["logit_diff_mean"]:
+            ko = trial
+    kept = [[l, h] for l in range(hf.config.n_layer) for h in range(hf.config.n_head) if [l, h] not in ko]
+    card["circuit_heads"] = None
     if not measure_only:
         save_model("ioi", hf, tok, card, out)
     else:
         write_card(Path(out) / "ioi", card)
     log(json.dumps({k: v for k, v in metrics.items() if k != "zero_ablation"}, indent=1))
     log(json.dumps(metrics.get("zero_ablation"), indent=None))
+    knock_out(hf, ko)
+    with deterministic(1):
+        ko_metrics = measure_ioi(hf, tok)
+    write_card(Path(out) / "ioi-ko", {
+        "name": "ioi-ko", "base": "ioi", "knocked_out": sorted(ko), "circuit_heads": kept, "null_heads": sorted(ko),
+        "command": COMMAND.format(name="ioi"),
+        "description": "the ioi model with the heads it needs least knocked out (chosen greedily by zero-ablation "
+                       f"effect while accuracy stays >= {IOI_KO_MIN_ACCURACY} and the logit difference >= "
+                       f"{IOI_KO_MIN_LD_FRACTION} of the full model's); the knocked-out heads have exactly zero "
+                       "causal effect; zero_ablation in metrics gives the effect of each remaining head",
+        "metrics": ko_metrics})
+    log("ioi-ko: knocked out " + json.dumps(sorted(ko)) + " " +
+        json.dumps({k: v for k, v in ko_metrics.items() if k != "zero_ablation"}))
+    log(json.dumps(ko_metrics["zero_ablation"]))
     return card
 
 
