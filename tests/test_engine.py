@@ -316,3 +316,23 @@ def test_nan_metric_is_an_error_not_a_number():
     data = ci.ContrastSet.from_tokens([[1, 2, 3]], [[3, 2, 1]], answer=[5], wrong=[6])
     with pytest.raises(ValueError, match="NaN or infinite"):
         ci.scan(model, data, ci.sites.resid_pre(), progress=False)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
+def test_blocks_below_the_lowest_patched_layer_are_skipped_without_changing_results(family, monkeypatch):
+    from causalinterp.engine import execute
+    hf = build_hf(family)
+    model = ci.load_model(hf)
+    data = random_data(n=3, T=5)
+    sites = ci.sites.head_out(layers=[1], positions=[-1, 1])
+    calls = {"n": 0}
+    attn0 = hf.get_submodule({"gpt2": "transformer.h.0.attn", "gpt_neox": "gpt_neox.layers.0.attention",
+                              "llama": "model.layers.0.self_attn"}[family])
+    assert execute._can_skip(model)
+    hook = attn0.register_forward_hook(lambda m, a, o: calls.update(n=calls["n"] + 1))
+    fast = ci.scan(model, data, sites, batch_size=4, progress=False)
+    hook.remove()
+    assert calls["n"] == 2  # only the unpatched clean and corrupt runs computed layer 0
+    monkeypatch.setattr(execute, "_can_skip", lambda model: False)
+    slow = ci.scan(model, data, sites, batch_size=4, progress=False)
+    np.testing.assert_allclose(fast.values, slow.values, atol=1e-5)

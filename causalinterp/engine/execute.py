@@ -99,6 +99,24 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys:
     return {k: torch.cat(v) for k, v in cache.items()}, torch.cat(all_logits)
 
 
+def _can_skip(model: Model) -> bool:
+    """Whether a block can be skipped with its cached output: its output must be a plain tensor
+    (transformers >= 5; older versions return tuples), and the model must run locally."""
+    if model.remote:
+        return False
+    if not hasattr(model, "_block_output_is_tensor"):
+        seen = {}
+        block = model.hf.get_submodule(f"{model.adapter.layers}.0")
+        hook = block.register_forward_hook(lambda m, a, o: seen.update(tensor=isinstance(o, torch.Tensor)))
+        try:
+            with torch.no_grad():
+                model.hf(torch.zeros(1, 1, dtype=torch.long, device=model.device))
+        finally:
+            hook.remove()
+        model._block_output_is_tensor = seen.get("tensor", False)
+    return model._block_output_is_tensor
+
+
 def _cached_plain(cache: dict | None, model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys,
                   rows_per_pass: int) -> tuple[dict, torch.Tensor]:
     """`_run_plain`, reusing activations and logits already in `cache` and adding what was missing."""
@@ -251,21 +269,31 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
                             model.vocab_size, next(model.hf.parameters()).element_size())
     n_keep = len(torch.unique(read_pos))
     per_row = plan.bytes_per_row(shape, T, n_keep)
-    fixed = plan.cache_bytes(shape, n, T, len(keys))
+    fixed = plan.cache_bytes(shape, n, T, len(keys) + model.n_layers - 1)  # + block outputs for skipping
     budget = plan.parse_bytes(memory_budget)
     total_rows = len(columns) * n
     on_cpu = model.device.type == "cpu"
     rows = plan.rows_per_pass(total_rows, per_row, fixed, budget, batch_size, on_cpu)
     base_rows = plan.rows_per_pass(n, per_row, fixed, budget, batch_size, on_cpu)
 
+    # Each pass starts at its lowest patched layer: blocks below it are skipped and their outputs
+    # taken from the unpatched base run (identical there), which saves most of the forward cost.
+    row_col, row_prompt = plan.make_rows(len(columns), n)
+    spans = plan.chunks(total_rows, rows)
+    column_low = np.array([min(all_sites[j].layer for j in cols) for cols in columns])
+    pass_low = [int(column_low[row_col[r0:r1]].min()) for r0, r1 in spans]
+    skip_keys = [("resid_post", layer) for layer in range(max(pass_low))] if _can_skip(model) else []
+
     # --- unpatched runs (baselines + caches) --------------------------------------------------
     ref_run = intervention.reference
     need_clean_cache = intervention.kind == "denoise" or (intervention.kind in ("mean", "resample") and ref_run == "clean")
     need_corrupt_cache = intervention.kind == "noise" or (intervention.kind in ("mean", "resample") and ref_run == "corrupt")
-    clean_cache, clean_logits = _cached_plain(cache, model, clean_tok, read_pos, keys if need_clean_cache else [],
-                                              base_rows)
-    corrupt_cache, corrupt_logits = _cached_plain(cache, model, corrupt_tok, read_pos,
-                                                  keys if need_corrupt_cache else [], base_rows)
+    clean_keys = (keys if need_clean_cache else []) + (skip_keys if intervention.base_run == "clean" else [])
+    corrupt_keys = (keys if need_corrupt_cache else []) + (skip_keys if intervention.base_run == "corrupt" else [])
+    clean_cache, clean_logits = _cached_plain(cache, model, clean_tok, read_pos, sorted(set(clean_keys)), base_rows)
+    corrupt_cache, corrupt_logits = _cached_plain(cache, model, corrupt_tok, read_pos, sorted(set(corrupt_keys)),
+                                                  base_rows)
+    base_cache = corrupt_cache if intervention.base_run == "corrupt" else clean_cache
     clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
     corrupt_metric = metric.compute(corrupt_logits, answer, wrong, clean_logits).numpy()
     _check_finite(clean_metric, "the clean run")
@@ -281,8 +309,6 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     resample_from = _resample_sources(n, len(columns), intervention.seed) if intervention.kind == "resample" else None
 
     # --- patched passes ------------------------------------------------------------------------
-    row_col, row_prompt = plan.make_rows(len(columns), n)
-    spans = plan.chunks(total_rows, rows)
     values = np.full(total_rows, np.nan)
     done = np.zeros(len(spans), dtype=bool)
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -303,7 +329,8 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
                                resample_from)
         rp = read_pos[prompts]
         keep, inverse = _keep_index(rp)
-        logits = _run_patched(model, base_tok[prompts], keep, groups)
+        skip = [base_cache[k][prompts] for k in skip_keys[:pass_low[p]]]  # fresh copies: writes can't leak
+        logits = _run_patched(model, base_tok[prompts], keep, groups, skip)
         picked = _logits_at(logits, keep, inverse, rp)
         values[r0:r1] = metric.compute(picked, answer[prompts], wrong[prompts] if wrong is not None else None,
                                        clean_logits[prompts]).numpy()
@@ -399,13 +426,20 @@ def _build_groups(model: Model, sites, member, cols, prompts, positions, interve
     return [groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1]))]
 
 
-def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups: list) -> torch.Tensor:
-    """One forward pass with all writes of `groups` applied in place; logits at the kept positions."""
+def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups: list,
+                 skip: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """One forward pass with all writes of `groups` applied in place; logits at the kept positions.
+
+    ``skip[l]`` replaces the output of block ``l`` (its forward does not run).
+    """
     import nnsight
 
     dev = model.device
+    skip = [t.to(dev) for t in skip]
     with torch.inference_mode():
         with model.nn.trace(tokens.to(dev), **_trace_kwargs(model, keep.to(dev))):
+            for layer, out in enumerate(skip):
+                model.envoy(f"{model.adapter.layers}.{layer}").skip(out)
             for g in groups:
                 env = model.envoy(g.module)
                 raw = raw_tensor(env.input if g.io == "input" else env.output)
