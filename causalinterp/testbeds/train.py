@@ -31,15 +31,19 @@ PAD, UNK, BOS = 0, 1, 2
 # ------------------------------------------------------------------------------------------------
 RECIPES: dict[str, dict] = {
     "induction": {
-        "seed": 0, "threads": 1,
+        "seed": 1, "threads": 1,
         "n_layer": 2, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 64, "n_tokens": 100,
-        "steps": 3000, "batch": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 100,
-        "seq_len_min": 4, "seq_len_max": 16, "prefix_max": 20, "gap_max": 8,
-        "recall_fraction": 0.5, "pairs_min": 3, "pairs_max": 12,
-        "data": "per row, at random: copy rows [bos] p s g s (s: L in [4, 16] random tokens; filler p, g of "
-                "lengths [0, 20], [0, 8]; loss on the second copy of s) or recall rows [bos] a1 b1 .. an bn followed "
-                "by the n pairs in shuffled order (n in [3, 12]; loss on each b of the second part); all tokens "
+        "scale_attn_weights": False,
+        "steps": 3000, "batch": 64, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
+        "plant_heads": [[0, 1], [1, 2]], "phase1_steps": 1500,
+        "seq_len_min": 4, "seq_len_max": 12, "prefix_max": 10, "gap_max": 5,
+        "recall_fraction": 0.5, "pairs_min": 3, "pairs_max": 8,
+        "data": "per row, at random: copy rows [bos] p s g s (s: L in [4, 12] random tokens; filler p, g of "
+                "lengths [0, 10], [0, 5]; loss on the second copy of s) or recall rows [bos] a1 b1 .. an bn followed "
+                "by the n pairs in shuffled order (n in [3, 8]; loss on each b of the second part); all tokens "
                 "of a row distinct, from t0..t99",
+        "schedule": "steps < phase1_steps: only the planted heads write to the residual stream (the other heads' "
+                    "c_proj inputs are zeroed), so the copy circuit forms in them; then every head trains",
     },
     "ioi": {
         "seed": 0, "threads": 1,
@@ -97,7 +101,8 @@ def make_config(recipe: dict, vocab_size: int):
     return GPT2Config(vocab_size=vocab_size, n_positions=recipe["n_positions"], n_embd=recipe["n_embd"],
                       n_layer=recipe["n_layer"], n_head=recipe["n_head"], n_inner=recipe["n_inner"],
                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=BOS, eos_token_id=BOS,
-                      pad_token_id=PAD, tie_word_embeddings=True)
+                      pad_token_id=PAD, tie_word_embeddings=True,
+                      scale_attn_weights=recipe.get("scale_attn_weights", True))
 
 
 def new_model(recipe: dict, vocab_size: int):
@@ -425,7 +430,7 @@ def ioi_eval_sets(tokenizer, n: int, seed: int, recipe: dict | None = None) -> d
     for label, tmpl in (("heldout_pairs_all_templates", "mixed"), ("heldout_pairs_train_templates", train_t),
                         ("heldout_pairs_heldout_templates", held_t)):
         names = sorted({x for p in held_pairs for x in p})
-        d = ioi(tokenizer, 4 * n, templates=tmpl, corruption="ABC", seed=seed, names=names)
+        d = ioi(tokenizer, 12 * n, templates=tmpl, corruption="ABC", seed=seed, names=names)
         mask = _pair_mask(d, tokenizer, held_pairs)
         out[label] = d.subset([i for i, m in enumerate(mask) if m][:n])
     return out
@@ -489,32 +494,37 @@ def build_induction(out: Path = DATA, log=print, measure_only: bool = False) -> 
         metrics = measure_induction(hf, tok)
     circ = induction_circuit(metrics)
     heads = [circ["prev_token_head"], circ["induction_head"]]
+    abl = metrics["zero_ablation"]
+    others = [[l, h] for l in range(hf.config.n_layer) for h in range(hf.config.n_head) if [l, h] not in heads]
+    unrelated = max(others, key=lambda lh: abl[f"L{lh[0]}H{lh[1]}"]["copy_accuracy"])
     card = {"name": "induction", "architecture": _arch(hf),
             "tokenizer": {"kind": "tokenizers WordLevel (whitespace pre-tokenizer)", "specials": list(SPECIALS),
                           "tokens": "t0..t99", "vocab_size": hf.config.vocab_size},
             "recipe": RECIPES["induction"], "training": {**info, "torch": torch.__version__},
             "command": COMMAND.format(name="induction"),
             "task": "in-context copying of a repeated random sequence (testbeds.induction_data)",
-            "metrics": metrics, "circuit": circ, "circuit_heads": heads, "knocked_out": [],
+            "metrics": metrics, "circuit": circ, "circuit_heads": heads, "unrelated_head": unrelated,
+            "knocked_out": [],
             "known_circuit": "previous-token head L{}H{} composes with induction head L{}H{}".format(*heads[0], *heads[1])}
     if not measure_only:
         save_model("induction", hf, tok, card, out)
     else:
         write_card(Path(out) / "induction", card)
-    log(json.dumps({k: metrics[k] for k in metrics if k != "zero_ablation"}, indent=1))
+    log(json.dumps({k: metrics[k] for k in metrics if k != "zero_ablation"}))
+    log(json.dumps(abl))
     # knock-out variant: every head except the two circuit heads
-    ko = [[l, h] for l in range(hf.config.n_layer) for h in range(hf.config.n_head) if [l, h] not in heads]
-    knock_out(hf, ko)
+    knock_out(hf, others)
     with deterministic(1):
         ko_metrics = measure_induction(hf, tok)
     write_card(Path(out) / "induction-ko", {
-        "name": "induction-ko", "base": "induction", "knocked_out": ko, "circuit_heads": heads,
-        "null_heads": ko, "command": COMMAND.format(name="induction"),
+        "name": "induction-ko", "base": "induction", "knocked_out": others, "circuit_heads": heads,
+        "null_heads": others, "large_effect_heads": heads, "command": COMMAND.format(name="induction"),
         "description": "the induction model with every head except the previous-token head and the induction "
                        "head knocked out (their c_proj weight rows set to zero at load time): the knocked-out "
                        "heads have exactly zero causal effect; the two circuit heads have large effects",
         "metrics": ko_metrics})
-    log("induction-ko: " + json.dumps({k: ko_metrics[k] for k in ("copy_accuracy", "end_accuracy", "logit_diff_mean")}))
+    log("induction-ko: " + json.dumps({k: v for k, v in ko_metrics.items() if k != "zero_ablation"}))
+    log(json.dumps(ko_metrics["zero_ablation"]))
     return card
 
 
@@ -562,8 +572,15 @@ def build_ioi(out: Path = DATA, log=print, measure_only: bool = False) -> dict:
     knock_out(hf, ko)
     with deterministic(1):
         ko_metrics = measure_ioi(hf, tok)
+    ref = ko_metrics["ioi_data_default"]
+    large = [[l, h] for l, h in kept
+             if ref["accuracy"] - ko_metrics["zero_ablation"][f"L{l}H{h}"]["accuracy"] >= 0.2
+             or ko_metrics["zero_ablation"][f"L{l}H{h}"]["logit_diff_mean"] <= 0.7 * ref["logit_diff_mean"]]
     write_card(Path(out) / "ioi-ko", {
         "name": "ioi-ko", "base": "ioi", "knocked_out": sorted(ko), "circuit_heads": kept, "null_heads": sorted(ko),
+        "large_effect_heads": large,
+        "large_effect_rule": "zero-ablating the head in ioi-ko lowers accuracy by >= 0.2 or the mean logit "
+                             "difference to <= 70% (on ioi_data(500, seed=12345))",
         "command": COMMAND.format(name="ioi"),
         "description": "the ioi model with the heads it needs least knocked out (chosen greedily by zero-ablation "
                        f"effect while accuracy stays >= {IOI_KO_MIN_ACCURACY} and the logit difference >= "
