@@ -26,7 +26,7 @@ def main(small: bool = False) -> dict:
     t0 = time.perf_counter()
     n = 24 if small else 120
     B = 999 if small else 9999
-    n_random = 19 if small else 200
+    n_random = 39 if small else 200
     model = testbeds.load("ioi")
     data = testbeds.ioi_data(n, seed=7)
     out: dict = {"benchmark": "recovery_ioi", "small": small, "n_prompts": n, "n_resamples": B, "alpha": ALPHA,

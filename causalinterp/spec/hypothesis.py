@@ -38,7 +38,10 @@ class DataRef:
             raise HypothesisError(f"data.n = {self.n}: a test needs at least 2 prompts (20+ recommended)")
 
     def build(self, model) -> ContrastSet:
-        from .. import tasks
+        from .. import tasks, testbeds
+        if str(getattr(model, "name", "")).startswith("testbed:"):  # the testbeds' own token pools
+            build = testbeds.ioi_data if self.task == "ioi" else testbeds.induction_data
+            return build(int(self.n), seed=int(self.seed), **dict(self.options))
         if self.task == "ioi":
             if model.tokenizer is None:
                 raise HypothesisError("the ioi task needs a tokenizer: load the model with one")

@@ -74,7 +74,14 @@ def load_hf(name: str, *, data_dir=None):
     if not (d / "model.safetensors").is_file():
         raise TestbedError(f"testbed {name!r} has no weights at {d / 'model.safetensors'}; retrain with "
                            f"python -m causalinterp.testbeds.train {_base(name, data_dir)}")
-    hf = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager", local_files_only=True)
+    from transformers.utils import logging as hf_logging
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 100 kB model needs no "Loading weights" bar
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager", local_files_only=True)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     knock_out(hf, c["knocked_out"])
     hf.eval()
     return hf

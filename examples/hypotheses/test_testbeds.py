@@ -29,15 +29,17 @@ def test_induction_head_is_sufficient(model):
 
 @ci.hypothesis(model="testbed:induction")
 def test_previous_token_head_feeds_the_induction_head(model):
-    """Resample-ablating the previous-token head where the answer first occurs breaks the copy.
+    """Resample-ablating the previous-token head (every position) breaks the copy.
 
-    Noising would do nothing here: clean and corrupt prompts share their first half.
+    Noising would do nothing here: clean and corrupt prompts share their first half, where the head
+    writes what the induction head reads.  (At the single position `first_answer` the effect is null:
+    this testbed's previous-token head is diffuse, see causalinterp/testbeds/README.md.)
     """
     prev, _ = circuit()
     return ci.Hypothesis(
-        name="previous-token head at first_answer is necessary",
+        name="previous-token head is necessary",
         data=ci.testbeds.induction_data(64, seed=1, tokenizer=model.tokenizer),
-        sites=ci.sites.heads([prev], positions="first_answer"),
+        sites=ci.sites.heads([prev], positions="all"),
         intervention=ci.ablate("resample", seed=0),
         claim=ci.claims.has_effect(direction="decrease"),
     )

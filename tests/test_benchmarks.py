@@ -1,0 +1,66 @@
+"""Every benchmark part runs at a tiny size and produces what RESULTS.md is built from (so none can rot).
+
+Besides running, each checks a fact the full run reports: the known circuit is found, knocked-out heads
+are never significant, calibration rates are probabilities, a missing checkpoint is a clear skip.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+@pytest.fixture(autouse=True)
+def results_in_tmp(tmp_path, monkeypatch):
+    import benchmarks.common as common
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+
+
+def test_recovery_induction_small():
+    from benchmarks import recovery_induction as b
+    r = b.main(small=True)
+    last = r["recall_curve"][-1]
+    assert last["recall (induction-ko)"] == 1.0  # the known circuit is found at n=16
+    assert all(row["family-wise FP rate on KO heads"] == 0 for row in r["recall_curve"])
+    assert r["recall_curve"][0]["recall (induction)"] == 0.0  # n=4: smallest p 1/16 > alpha, nothing can pass
+    assert "Recall and false positives" in b.to_markdown(r)
+
+
+def test_recovery_ioi_small():
+    from benchmarks import recovery_ioi as b
+    r = b.main(small=True)
+    assert r["circuit"], "the scan finds at least one head"
+    assert 0 < r["faithfulness"]["estimate"] <= 1.5
+    assert "Circuit found" in b.to_markdown(r)
+
+
+def test_calibration_small():
+    from benchmarks import calibration as b
+    r = b.main(small=True)
+    for row in r["rows"]:
+        assert 0 <= row["per-site rejection (unadjusted)"] <= 0.3
+        assert 0.5 <= row["95% CI coverage of 0"] <= 1
+    assert set(r["identical_clean_corrupt_verdicts"]) == {"null"}  # exact nulls are never supported
+    assert "Calibration" in b.to_markdown(r)
+
+
+def test_real_checkpoints_skip_clearly_offline(monkeypatch):
+    from benchmarks import real_checkpoints as b
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = b.main(small=True)
+    if "skipped" in r:
+        assert "gpt2" in r["skipped"]
+        assert "Skipped" in b.to_markdown(r)
+    else:  # a machine that has gpt2 cached
+        assert r["ioi"] and r["induction"]
+
+
+def test_suite_runner_writes_both_files(tmp_path, monkeypatch):
+    import benchmarks.__main__ as suite
+    monkeypatch.setattr(suite, "ROOT", tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    out = suite.run(["real_checkpoints"], small=True)
+    assert (tmp_path / "benchmarks" / "RESULTS_small.md").read_text().startswith("# causalinterp benchmark results")
+    assert (tmp_path / "benchmarks" / "results_small.json").exists()
+    assert "real_checkpoints" in out["parts"]
