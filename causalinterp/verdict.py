@@ -12,6 +12,8 @@ and calls these rules; nothing here computes statistics.
 """
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -142,7 +144,10 @@ def recovers_rule(ev: SiteEvidence, ctx: Context, tau: float) -> Decision:
 def _not_detected(ev: SiteEvidence, ctx: Context, lead: str) -> Decision:
     """Shared tail of has_effect / no_effect: neither significant nor equivalent."""
     parts = [lead]
-    if ev.mde is not None:
+    if ev.mde is not None and not math.isfinite(ev.mde):
+        parts.append("no effect size is detectable with this many prompts at "
+                     f"{ctx.mde_label or ctx.threshold_label}")
+    elif ev.mde is not None:
         rel = f" ({_g(ev.mde_relative)} of the gap)" if ev.mde_relative is not None else ""
         parts.append(f"minimum detectable effect {_g(ev.mde)}{rel} at {ctx.mde_label or ctx.threshold_label} "
                      "with 80% power")
