@@ -39,7 +39,12 @@ too.  On a shared machine compare ratios within a run, and prefer the CPU-time r
 2 threads on 2 cores that other jobs also use, OpenMP threads wait on descheduled peers and single
 runs swing by 2-10x; ``--threads 1`` makes wall time ~= CPU time and the ratios repeatable.
 
-Usage:  python benchmarks/patching_speed.py [--small] [--threads N] [--out PATH]
+Sizes: full (the spec above, ~10 min on 2 shared cores, writes benchmarks/results/patching_speed.json);
+``--medium``: the same GPT-2-small-shaped model with 8 prompts of 8 tokens (~1/8 of the work for
+resid_pre, ~1/4 for head_out; the suite's speed part runs it; writes patching_speed_medium.json);
+``--small``: a 2-layer toy (seconds, writes nothing unless --out).
+
+Usage:  python benchmarks/patching_speed.py [--small | --medium] [--threads N] [--out PATH]
 """
 from __future__ import annotations
 
@@ -67,9 +72,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "patching_speed.json"
+RESULTS_MEDIUM = RESULTS.with_name("patching_speed_medium.json")
 AGREE_ATOL = 1e-3
 
 FULL = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_prompts=16, seq_len=16)
+MEDIUM = dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_prompts=8, seq_len=8)
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, vocab_size=60, n_prompts=4, seq_len=6)
 
 
@@ -322,11 +329,12 @@ def _table(results: dict) -> str:
 
 
 def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=("resid_pre", "head_out"),
-         verbose: bool = True, threads: int | None = None) -> dict:
+         verbose: bool = True, threads: int | None = None, medium: bool = False) -> dict:
     """Run the benchmark; return the results dict (and write JSON: `out_path`, or the default
     benchmarks/results/patching_speed.json for the full-size run; the small run writes only if asked).
 
     small=True: a 2-layer model with a 60-token vocabulary and 4 prompts of 6 tokens (seconds).
+    medium=True: the full GPT-2-small shape with 8 prompts of 8 tokens (writes patching_speed_medium.json).
     threads: torch intra-op threads for every method (None: torch's default).  On a machine whose
     cores are shared with other jobs, 1 thread gives the most repeatable numbers (see the docstring).
     Raises RuntimeError (after writing) if the methods' per-site means disagree.
@@ -336,10 +344,11 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
     import causalinterp as ci
     from transformer_lens.model_bridge import TransformerBridge
 
-    shape = SMALL if small else FULL
+    size = "small" if small else "medium" if medium else "full"
+    shape = {"small": SMALL, "medium": MEDIUM, "full": FULL}[size]
     log = print if verbose else (lambda *a, **k: None)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    log(f"patching_speed: {'small' if small else 'full'} model {shape}, torch threads {torch.get_num_threads()}")
+    log(f"patching_speed: {size} model {shape}, torch threads {torch.get_num_threads()}")
 
     hf = build_model(shape)
     clean, corrupt, answer, wrong = build_data(shape)
@@ -359,7 +368,7 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
     if same_weights > 1e-3:
         raise RuntimeError(f"TransformerLens' logits differ from the HF model's by {same_weights}: not the same weights")
 
-    results = {"benchmark": "patching_speed", "small": small, "started_utc": started, "config": dict(shape),
+    results = {"benchmark": "patching_speed", "small": small, "size": size, "started_utc": started, "config": dict(shape),
                "machine": _machine(), "versions": _versions(),
                "attention": {"causalinterp/nnsight/floor": hf.config._attn_implementation,
                              "transformerlens": "eager (forced by boot_transformers)"},
@@ -419,7 +428,7 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
     results["disagreements"] = disagreements
     log(_table(results))
     if out_path is None and not small:
-        out_path = RESULTS
+        out_path = RESULTS_MEDIUM if medium else RESULTS
     if out_path is not None:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -433,8 +442,10 @@ def main(small: bool = False, out_path: str | os.PathLike | None = None, sweeps=
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="tiny model and few prompts: a smoke test (seconds)")
+    ap.add_argument("--medium", action="store_true",
+                    help="GPT-2-small shape, 8 prompts of 8 tokens (a few minutes); writes patching_speed_medium.json")
     ap.add_argument("--out", default=None, help=f"JSON path (default: {RESULTS} for the full run; none for --small)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
-    main(small=args.small, out_path=args.out, threads=args.threads)
+    main(small=args.small, medium=args.medium, out_path=args.out, threads=args.threads)
     sys.exit(0)

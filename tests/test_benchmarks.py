@@ -64,3 +64,20 @@ def test_suite_runner_writes_both_files(tmp_path, monkeypatch):
     assert (tmp_path / "benchmarks" / "RESULTS_small.md").read_text().startswith("# causalinterp benchmark results")
     assert (tmp_path / "benchmarks" / "results_small.json").exists()
     assert "real_checkpoints" in out["parts"]
+
+
+def test_speed_small():
+    from benchmarks import speed as b
+    r = b.main(small=True)
+    md = b.to_markdown(r)
+    assert "TransformerLens" in md and "floor" in md
+
+    def find(d, key):  # every value stored under `key`, anywhere in the nested result
+        if isinstance(d, dict):
+            for k, v in d.items():
+                yield from ([v] if k == key else find(v, key))
+        elif isinstance(d, list):
+            for v in d:
+                yield from find(v, key)
+    diffs = list(find(r, "max_abs_diff_values"))
+    assert diffs and max(diffs) < 1e-3  # the end-to-end comparison compared equal work
