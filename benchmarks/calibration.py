@@ -42,13 +42,14 @@ def null_data(model, n: int, T: int, seed: int, identical: bool = False) -> ci.C
 def main(small: bool = False) -> dict:
     t0 = time.perf_counter()
     n_seeds = 10 if small else 300
-    n, T = 24, 12
+    T = 12
     B = 999 if small else 1999
     model = testbeds.load("induction")
     scans = {"head_out (all positions)": ci.sites.head_out(positions="all"),
              "resid_pre (last 3 positions)": ci.sites.resid_pre(positions=[-3, -2, -1])}
     rows = []
-    for label, sites in scans.items():
+    n = 24
+    for (label, sites), n in [(item, n) for n in ((24,) if small else (24, 64)) for item in scans.items()]:
         per_site, fw_holm, fw_maxt, covered, n_sites = [], [], [], [], 0
         for s in range(n_seeds):
             data = null_data(model, n, T, seed=10_000 + s)
