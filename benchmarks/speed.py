@@ -118,8 +118,8 @@ def to_markdown(r: dict) -> str:
     if full and not full.get("small"):
         out += ["### Patching: full size, stored result (not re-run by the suite)\n",
                 f"From `python benchmarks/patching_speed.py` (benchmarks/results/patching_speed.json), measured "
-                f"{full.get('started_utc')} to {full.get('finished_utc')}; it may predate later engine changes "
-                "(e.g. the skipping of blocks below the lowest patched layer). Re-run it for current numbers.\n",
+                f"{full.get('started_utc')} to {full.get('finished_utc')} (about 10 minutes, so the suite does not re-run it); re-run it after "
+                "engine changes: it is only as current as that date.\n",
                 _patching_md(full)]
     else:
         out.append("(No stored full-size patching result: run `python benchmarks/patching_speed.py --threads 1`.)\n")
