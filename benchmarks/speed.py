@@ -23,7 +23,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
-from benchmarks.common import RESULTS, md_table, write_json  # noqa: E402
+from benchmarks.common import md_table, write_json  # noqa: E402
 
 THREADS = 1
 

@@ -452,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tested at each site: has_effect[:any|increase|decrease], recovers[:TAU] (e.g. "
                         "recovers:0.5), no_effect[:MARGIN] or beats_random[:N] (default: has_effect)")
     s.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
-    s.add_argument("--correction", default="holm", choices=["holm", "fdr_bh", "bonferroni", "none"],
-                   help="multiple-comparison correction over the sites (default: holm)")
+    s.add_argument("--correction", default="holm", choices=["holm", "maxT", "fdr_bh", "bonferroni", "none"],
+                   help="multiple-comparison correction over the sites (default: holm; maxT = Westfall-Young, "
+                        "permutation-based family-wise control that stays powerful for hundreds of sites)")
     s.add_argument("--n-resamples", type=int, default=9999, help="permutation/bootstrap resamples (default: 9999)")
     s.add_argument("--top", type=int, default=15, help="site rows to print per scan (default: 15)")
     _common(s)

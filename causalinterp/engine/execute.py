@@ -75,7 +75,7 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys:
     """Unpatched runs in chunks: cached canonical activations for `keys` and logits at `read_pos`."""
     import nnsight
 
-    keys = sorted(keys, key=lambda k: plan.execution_key(Site(k[0], k[1], 0 if k[0] in ("head_out", "q", "k", "v") else None)))
+    keys = sorted(keys, key=lambda k: (k[1], plan.COMPONENT_ORDER[k[0]]))  # modules in execution order
     cache = {k: [] for k in keys}
     all_logits = []
     for start, stop in plan.chunks(tokens.shape[0], rows_per_pass):

@@ -7,13 +7,11 @@ share a pass by replicating the prompt rows.  Pure Python/numpy: no model runs h
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.sites import Site
 
 # Execution order of components inside one block (modules must be visited in this order).
 COMPONENT_ORDER = {"resid_pre": 0, "q": 1, "k": 2, "v": 3, "head_out": 4, "attn_out": 5, "resid_mid": 6,
@@ -100,11 +98,3 @@ def make_rows(n_columns: int, n_prompts: int) -> tuple[np.ndarray, np.ndarray]:
 
 def chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, total)) for s in range(0, total, size)]
-
-
-def n_passes(total_rows: int, size: int) -> int:
-    return math.ceil(total_rows / size)
-
-
-def execution_key(site: Site) -> tuple[int, int]:
-    return site.layer, COMPONENT_ORDER[site.component]

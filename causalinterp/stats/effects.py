@@ -132,7 +132,6 @@ def recovery(patched, clean, corrupt, *, method: str = "bca", confidence_level: 
     n = p.shape[0]
     rest = p.shape[1:]
     p2 = p.reshape(n, -1)
-    k = p2.shape[1]
 
     def _base(arr, name):
         if arr.ndim == 1:
