@@ -29,6 +29,14 @@ def build_hf(family: str, seed: int = 0, parallel: bool = True):
                           intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=0,
                           eos_token_id=0, pad_token_id=0)
         model = LlamaForCausalLM(cfg)
+    elif family in ("qwen2", "mistral", "gemma"):  # Llama-style families that share the llama adapter table
+        import transformers
+        name = {"qwen2": "Qwen2", "mistral": "Mistral", "gemma": "Gemma"}[family]
+        cfg = getattr(transformers, f"{name}Config")(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32, head_dim=8,
+            intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
+            pad_token_id=0)
+        model = getattr(transformers, f"{name}ForCausalLM")(cfg)
     else:
         raise ValueError(family)
     # Larger-than-default weights make patching effects clearly non-zero in a 2-layer model.

@@ -28,7 +28,8 @@ MODULES = {
 
 
 def family_of(hf) -> str:
-    return {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "llama": "llama"}[hf.config.model_type]
+    return {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "llama": "llama", "qwen2": "llama", "mistral": "llama",
+            "gemma": "llama"}[hf.config.model_type]
 
 
 def _dims(hf):

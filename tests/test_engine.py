@@ -336,3 +336,15 @@ def test_blocks_below_the_lowest_patched_layer_are_skipped_without_changing_resu
     monkeypatch.setattr(execute, "_can_skip", lambda model: False)
     slow = ci.scan(model, data, sites, batch_size=4, progress=False)
     np.testing.assert_allclose(fast.values, slow.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral", "gemma"])
+def test_llama_style_families_use_the_llama_table(family):
+    hf = build_hf(family)
+    model = ci.load_model(hf)
+    assert model.family == "llama" and model.n_kv_heads == 2
+    data = random_data(n=3, T=5)
+    sites = ci.sites.explicit([Site("head_out", 1, 2, -1), Site("k", 0, 3, 2), Site("resid_mid", 1, None, 1),
+                               Site("mlp_out", 0, None, ALL)])
+    eff = ci.scan(model, data, sites, progress=False)
+    np.testing.assert_allclose(eff.values, reference(hf, data, eff.sites), atol=TOL)
