@@ -16,7 +16,7 @@ from scipy import stats as _st
 
 from . import verdict as V
 from .spec.claims import BeatsRandom, Claim, ClaimError, HasEffect, Recovers
-from .stats.bootstrap import _check_level, _mean_units, _ratio_ci
+from .stats.bootstrap import _check_level
 from .stats.effects import effect_size, gap_is_zero, recovery
 from .stats.equivalence import tost
 from .stats.multiple import adjust_pvalues, check_correction, effective_alpha
@@ -169,9 +169,11 @@ class _Scan:
     def maxt(self) -> bool:
         return self.correction == "maxT"
 
-    def signflip(self, d: np.ndarray):
-        return _signflip(d, n_resamples=self.n_resamples, rng=self.rng_perm, inverse=self.inverse,
-                         n_units=self.n_units, max_memory=self.max_memory, maxt=self.maxt)
+    def signflip(self, d: np.ndarray, ci: bool = False, rng=None):
+        """Sign-flip test of `d` (with `ci`, also the interval of its mean from inverting the test)."""
+        return _signflip(d, n_resamples=self.n_resamples, rng=self.rng_perm if rng is None else rng,
+                         inverse=self.inverse, n_units=self.n_units, max_memory=self.max_memory, maxt=self.maxt,
+                         ci_level=self.confidence_level if ci else None)
 
     def adjust(self, p) -> np.ndarray:
         """Correct p-values over the family; p-values of non-sign-flip tests (TOST) use holm under maxT."""
@@ -358,15 +360,18 @@ def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluatio
 
 
 def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: str, common) -> Evaluation:
-    """has_effect and no_effect: sign-flip test, bootstrap CI of the mean effect, TOST, minimum detectable effect."""
+    """has_effect and no_effect: sign-flip test, CI of the mean effect, TOST, minimum detectable effect.
+
+    The CI inverts the two-sided sign-flip test (`causalinterp.stats.signflip_ci`): for has_effect from the
+    very sign patterns of its test (one pass), for no_effect from its own patterns (the bootstrap stream).
+    """
     e, m = scan.e, scan.m
     site_cols = scan.site_cols
     exact = _zero_variance(e, scan.scale)
     all_base = np.all(e == 0, axis=0)
     all_target = np.all(scan.values == scan.target[:, None], axis=0)
-    A, Bs = _mean_units(e, scan.inverse)
-    est, lo, hi, _, _ = _ratio_ci(A, Bs, method="bca", confidence_level=scan.confidence_level,
-                                  n_resamples=scan.n_resamples, rng=scan.rng_boot, max_memory=scan.max_memory)
+    sf = scan.signflip(e, ci=True, rng=None if isinstance(claim, HasEffect) else scan.rng_boot)
+    est, lo, hi = sf.statistic, sf.ci_low, sf.ci_high
     est = np.where(exact & (np.abs(est) <= ZERO_VAR_RTOL * scan.scale), 0.0, est)
     lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
 
@@ -394,7 +399,6 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
     p_opp_adj = [None] * m
     level = thr
     if isinstance(claim, HasEffect):
-        sf = scan.signflip(e)
         p = sf.pvalue(alternative)
         p_adj = scan.adjust_signflip(sf, alternative)
         if alternative != "two-sided":

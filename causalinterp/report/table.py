@@ -59,7 +59,9 @@ def _finite(x) -> bool:
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number with `digits` significant digits; "–" for missing/NaN."""
+    """A number with `digits` significant digits; "∞" for an unbounded CI end; "–" for missing/NaN."""
+    if isinstance(x, (int, float)) and math.isinf(x):
+        return "\u221e" if x > 0 else "\u2212\u221e"
     if not _finite(x):
         return "\u2013"
     if float(x) == 0:

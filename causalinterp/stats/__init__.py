@@ -8,11 +8,11 @@ from .bootstrap import ConfidenceInterval, bootstrap_ci, bootstrap_distribution
 from .effects import EffectSize, RecoveryResult, RecoveryUndefined, effect_size, recovery
 from .equivalence import TOSTResult, tost
 from .multiple import CORRECTIONS, adjust_pvalues
-from .permutation import PermutationResult, maxt_pvalues, permutation_test
+from .permutation import PermutationResult, maxt_pvalues, permutation_test, signflip_ci
 from .power import MDEResult, min_detectable_effect, smallest_pvalue
 
 __all__ = [
-    "permutation_test", "PermutationResult", "maxt_pvalues",
+    "permutation_test", "PermutationResult", "maxt_pvalues", "signflip_ci",
     "bootstrap_ci", "bootstrap_distribution", "ConfidenceInterval",
     "adjust_pvalues", "CORRECTIONS",
     "tost", "TOSTResult",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PermutationResult", "permutation_test", "maxt_pvalues", "DEFAULT_MAX_MEMORY"]
+__all__ = ["PermutationResult", "permutation_test", "maxt_pvalues", "signflip_ci", "DEFAULT_MAX_MEMORY"]
 
 #: Default memory budget (bytes) for the resampling buffers of one call.
 DEFAULT_MAX_MEMORY = 256 * 2**20
@@ -235,6 +235,8 @@ class _SignFlip:
     exact: bool
     maxt: _MaxT | None = None  # with `_signflip(..., maxt=True)`
     n_units: int = 0           # prompts, or clusters
+    ci_low: np.ndarray | None = None    # with `_signflip(..., ci_level=...)`: the inverted-test interval
+    ci_high: np.ndarray | None = None
 
     def pvalue(self, alternative: str) -> np.ndarray:
         """p-values: exact p = count / 2**n (two-sided 2*min, as scipy); Monte Carlo p = (b + 1) / (B + 1)."""
@@ -279,9 +281,119 @@ class _SignFlip:
         return float(np.sort(m)[::-1][c])
 
 
+def _sign_chunks(g: int, total: int, exact: bool, rng: np.random.Generator, chunk: int):
+    """Yield (start, stop, signs [stop - start, g]) over the sign patterns, `chunk` rows at a time.
+
+    Exact: the patterns 0 .. 2**g - 1 in binary (bit u of the index flips unit u; pattern 0 is the
+    identity).  Monte Carlo: `total` random patterns, drawn row by row, so the patterns do not depend on
+    `chunk` (nor on `max_memory`).
+    """
+    bits = np.arange(g, dtype=np.int64)
+    for start in range(0, total, chunk):
+        stop = min(total, start + chunk)
+        if exact:
+            idx = np.arange(start, stop, dtype=np.int64)
+            signs = 1.0 - 2.0 * ((idx[:, None] >> bits) & 1)
+        else:
+            signs = np.where(rng.random((stop - start, g)) < 0.5, -1.0, 1.0)
+        yield start, stop, signs
+        del signs
+
+
+def _reject_count(alpha: float, total: int, exact: bool) -> int:
+    """Largest count c of "as extreme" patterns whose two-sided p-value is <= alpha (-1: no count is).
+
+    The p-values are those of `_SignFlip.pvalue`: exact ``2 c / 2**n`` (c: the smaller one-sided count),
+    Monte Carlo ``(c + 1) / (B + 1)``.
+    """
+    def p(c):
+        return min(1.0, 2.0 * c / total if exact else (c + 1.0) / (total + 1.0))
+    c = int(np.floor(alpha * total / 2)) if exact else int(np.floor(alpha * (total + 1))) - 1
+    c = max(-1, min(c, total))
+    while c + 1 <= total and p(c + 1) <= alpha:
+        c += 1
+    while c >= 0 and p(c) > alpha:
+        c -= 1
+    return c
+
+
+def _keep_largest(top, new: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` largest values per column of ``top`` and ``new`` stacked (unordered)."""
+    cat = new if top is None else np.concatenate([top, new])
+    if cat.shape[0] > keep:
+        cat = np.partition(cat, cat.shape[0] - keep, axis=0)[cat.shape[0] - keep:]
+    return cat
+
+
+class _CIBounds:
+    """Confidence interval of the mean by inverting the two-sided sign-flip test, fed the sign patterns.
+
+    For a hypothesised mean mu = obs + t (t > 0) the test of ``x - mu`` compares the observed statistic
+    ``-t`` with the resampled ones ``c_b - t s_b``, where ``c_b = mean(s_b (x - obs))`` (signs per unit,
+    each prompt's sign that of its unit) and ``s_b = mean(s_b)`` over prompts, ``|s_b| <= 1``.  Pattern b
+    counts as "as extreme" exactly for ``t <= t_b`` with
+
+        Monte Carlo (|null| >= |observed|):   t_b = |c_b| / (1 + sign(c_b) s_b)
+        exact       (null <= observed):       t_b = max(-c_b, 0) / (1 - s_b)
+
+    (``|c - t s| - t`` is convex with slope < 0 for |s| < 1, so its zero set is one interval; the exact
+    p-value is twice the smaller one-sided count, which for t > 0 is the lower tail).  Patterns with
+    ``s_b = 1`` (and ``-1`` in the Monte Carlo count) tie with the observed statistic for every t: t_b = inf.
+    So the count -- and the p-value -- is non-increasing in t, the test rejects at mu iff fewer than
+    ``K + 1`` of the t_b reach t (K = `_reject_count`), and the upper bound is ``obs + `` the (K+1)-th
+    largest t_b.  The lower bound is the mirror image (``c -> -c``).  No search is needed: one pass keeps
+    the K + 1 largest t_b per site and side.  Ties up to rounding follow the test only approximately (a
+    crossing point is exact in real arithmetic; the test's ``100 eps`` tolerance shifts it by as much).
+    """
+
+    def __init__(self, d, units, inverse, n_units, obs, exact: bool, total: int, alpha: float):
+        n = d.shape[0]
+        self.n, self.exact, self.obs = n, exact, obs
+        self.keep = _reject_count(alpha, total, exact) + 1
+        # centred before summing, so a large common mean does not cancel in c_b
+        self.uc = _cluster_sums(d - obs, inverse, n_units) if inverse is not None else d - obs
+        self.size = (np.bincount(inverse, minlength=n_units).astype(float) if inverse is not None
+                     else np.ones(n))
+        self.top_hi = self.top_lo = None
+
+    def update(self, signs: np.ndarray) -> None:
+        if self.keep <= 0:
+            return
+        c = signs @ self.uc
+        c /= self.n
+        s = (signs @ self.size / self.n)[:, None]
+        tie = np.abs(s) >= 1.0 if not self.exact else s >= 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.exact:
+                t_hi = np.maximum(-c, 0.0) / (1.0 - s)
+                t_lo = np.maximum(c, 0.0) / (1.0 - s)
+            else:
+                sc = np.sign(c) * s
+                a = np.abs(c)
+                t_hi = a / (1.0 + sc)
+                t_lo = a / (1.0 - sc)
+        del c
+        if tie.any():
+            rows = tie[:, 0]
+            t_hi[rows] = np.inf
+            t_lo[rows] = np.inf
+        self.top_hi = _keep_largest(self.top_hi, t_hi, self.keep)
+        del t_hi
+        self.top_lo = _keep_largest(self.top_lo, t_lo, self.keep)
+
+    def bounds(self):
+        if self.keep <= 0:       # no p-value can reach alpha: the test never rejects
+            inf = np.full(self.obs.shape, np.inf)
+            return self.obs - inf, self.obs + inf
+        return self.obs - self.top_lo.min(axis=0), self.obs + self.top_hi.min(axis=0)
+
+
 def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inverse=None, n_units=None,
-              max_memory=None, maxt: bool = False) -> _SignFlip:
+              max_memory=None, maxt: bool = False, ci_level: float | None = None) -> _SignFlip:
     """Sign-flip null distribution of the mean of ``d`` [n, k], counted against the observed mean.
+
+    With `ci_level`, the same sign patterns also give the confidence interval of the mean obtained by
+    inverting the two-sided test (`_CIBounds`; `signflip_ci`), in ``ci_low``/``ci_high``.
 
     With `maxt`, the same sign patterns also give the null distribution of the largest (and smallest)
     studentised mean over all k sites (`_studentize` on the units), for the maxT correction.
@@ -297,8 +409,10 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
 
     exact = g < 63 and 2 ** g <= n_resamples
     total = 2 ** g if exact else n_resamples
-    # per resample row: signs (8 g), null row (8 k), a boolean temporary (k); maxT: t row (8 k)
-    chunk = _chunk_rows(max_memory, 8 * g + (17 if maxt else 9) * k, total)
+    # per resample row: signs (8 g), null row (8 k), a boolean temporary (k); maxT: t row (8 k);
+    # CI: centred null (8 k), two crossing points (16 k) and their merge with the kept ones (16 k)
+    chunk = _chunk_rows(max_memory, 8 * g + (17 if maxt else 9) * k + (40 * k if ci_level is not None else 0),
+                        total)
     ge = np.zeros(k, dtype=np.int64)
     le = np.zeros(k, dtype=np.int64)
     ab = np.zeros(k, dtype=np.int64)
@@ -306,14 +420,12 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
         ss = np.einsum("ij,ij->j", units, units)
         null_max = np.empty(total)
         null_min = np.empty(total)
-    bits = np.arange(g, dtype=np.int64)
-    for start in range(0, total, chunk):
-        stop = min(total, start + chunk)
-        if exact:
-            idx = np.arange(start, stop, dtype=np.int64)
-            signs = 1.0 - 2.0 * ((idx[:, None] >> bits) & 1)
-        else:
-            signs = np.where(rng.random((stop - start, g)) < 0.5, -1.0, 1.0)
+    ci = None
+    if ci_level is not None:
+        ci = _CIBounds(d, units, inverse, n_units, obs, exact, total, 1.0 - ci_level)
+    for start, stop, signs in _sign_chunks(g, total, exact, rng, chunk):
+        if ci is not None:
+            ci.update(signs)
         null = signs @ units
         if maxt:
             t = _studentize(null, ss, g)
@@ -339,7 +451,8 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
                    count_le=np.searchsorted(s_min, t_hi, side="right"),
                    count_abs=total - np.searchsorted(s_abs, t_abs, side="left"),
                    null_max=null_max, null_min=null_min)
-    return _SignFlip(obs, ge, le, ab, total, exact, mt, g)
+    bounds = ci.bounds() if ci is not None else (None, None)
+    return _SignFlip(obs, ge, le, ab, total, exact, mt, g, *bounds)
 
 
 # ----------------------------------------------------------------------------- public
@@ -440,3 +553,39 @@ def maxt_pvalues(x, *, alternative: str = "two-sided", n_resamples: int = 9999, 
     res = _signflip(d, n_resamples=n_resamples, rng=_rng(seed), inverse=inverse, n_units=g,
                     max_memory=max_memory, maxt=True)
     return _shape_out(res.maxt_pvalue(alternative), rest)
+
+
+def signflip_ci(x, *, confidence_level: float = 0.95, n_resamples: int = 9999, seed=None, axis: int = 0,
+                clusters=None, max_memory: int | None = None):
+    """Confidence interval for the mean of `x` by inverting the paired sign-flip test (`permutation_test`).
+
+    The interval is every mu for which the two-sided sign-flip test of ``x - mu`` does not reject at
+    ``alpha = 1 - confidence_level`` (p > alpha), with ONE fixed set of sign patterns for all mu: the
+    patterns `permutation_test` uses with the same `seed`, `n_resamples` and `clusters` (every one of the
+    ``2**n`` when ``2**n <= n_resamples``; then the interval does not depend on the seed).  It covers the
+    mean with probability >= `confidence_level` whenever each prompt's value (each cluster's sum of
+    deviations) is symmetric about the mean -- the assumption the sign-flip p-values make -- however heavy
+    the tails, where a bootstrap interval can under-cover badly.  With `clusters`, whole clusters are
+    flipped (their sums of ``x - mu``), as in the clustered test; the estimand stays the mean over prompts.
+
+    The bounds are exact order statistics of the per-pattern crossing points (see `_CIBounds`), found in
+    the same single pass over the resamples as the test (memory bounded by `max_memory`).  Sites with zero
+    variance get ``[mean, mean]``.  When no p-value can be as small as alpha (tiny n, or
+    ``n_resamples < 1/alpha - 1``) the test never rejects and the interval is infinite.
+
+    Returns a `ConfidenceInterval` (method "signflip"; `standard_error` None; `n_resamples` the patterns
+    used, ``2**n`` when exact), with arrays over the non-sample axes (scalars for 1-D input).
+    """
+    from .bootstrap import ConfidenceInterval, _check_level
+    cl = _check_level(confidence_level)
+    n_resamples = _check_n_resamples(n_resamples)
+    d, rest = _paired_2d(x, None, axis)
+    inverse, g = _cluster_index(clusters, d.shape[0])
+    res = _signflip(d, n_resamples=n_resamples, rng=_rng(seed), inverse=inverse, n_units=g,
+                    max_memory=max_memory, ci_level=cl)
+    zero = _zero_variance(d)
+    low = np.where(zero, res.statistic, res.ci_low)
+    high = np.where(zero, res.statistic, res.ci_high)
+    return ConfidenceInterval(low=_shape_out(low, rest), high=_shape_out(high, rest), method="signflip",
+                              confidence_level=cl, estimate=_shape_out(res.statistic, rest),
+                              standard_error=None, n_resamples=res.n_resamples)
