@@ -1,4 +1,4 @@
-"""Command line: ``causalinterp run | scan | report | demo | sitemap``.
+"""Command line: ``causalinterp run | scan | report | replicate | demo | sitemap``.
 
 Every command calls the same Python API (`causalinterp.run_all`, `causalinterp.report`) and writes
 DIR/index.html, DIR/report.md and DIR/results.json, then prints where the report is and a verdict table.
@@ -236,13 +236,15 @@ def _load(models, spec):
     return models.get(spec)
 
 
-def _run_entries(entries, models, progress: bool):
+def _run_entries(entries, models, progress: bool, track=None):
     from .runner import run_all
+    from .tracking import trackers
+    track = trackers(track)  # made once, shared by every hypothesis
     results = []
     for i, (h, spec, _where) in enumerate(entries, 1):
         m = _load(models, spec)
         _eprint(f"[{i}/{len(entries)}] {h.name} ...")
-        r = run_all([h], m, progress=progress, cache=models.cache, models=models.models)[0]
+        r = run_all([h], m, progress=progress, cache=models.cache, models=models.models, track=track)[0]
         _eprint(f"[{i}/{len(entries)}] {h.name}: {r.verdict.upper()} ({r.meta.get('seconds', 0):.1f} s)")
         results.append(r)
     return results
@@ -254,7 +256,7 @@ def cmd_run(args) -> int:
     from .pytest_plugin import ModelCache
     models = ModelCache()
     entries = collect(args.paths, args.model, models)
-    results = _run_entries(entries, models, progress=not args.no_progress)
+    results = _run_entries(entries, models, progress=not args.no_progress, track=getattr(args, "track", None))
     paths = write_reports(results, args.out, args.title)
     _print_outcome(results, paths)
     return _exit_code(results, args.strict)
@@ -327,7 +329,7 @@ def cmd_scan(args) -> int:
                      n_resamples=args.n_resamples, seed=args.seed, model=args.model) for c in components]
     models = ModelCache()
     entries = [(h, args.model, "scan") for h in hs]
-    results = _run_entries(entries, models, progress=not args.no_progress)
+    results = _run_entries(entries, models, progress=not args.no_progress, track=args.track)
     paths = write_reports(results, args.out, args.title or f"causalinterp scan: {args.task} on {args.model}")
     for r in results:
         print(f"{r.name}: {r.verdict.upper()}")
@@ -356,6 +358,71 @@ def cmd_report(args) -> int:
     paths = write_reports(results, args.out, args.title)
     _print_outcome(results, paths)
     return _exit_code(results, args.strict)
+
+
+def _option(text: str) -> tuple[str, object]:
+    import yaml
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option {text!r}: write KEY=VALUE, e.g. --option corruption=swap or "
+                         "--option 'templates=[BABA-05, ABBA-05]'")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
+def cmd_replicate(args) -> int:
+    """Rerun each stored hypothesis on fresh prompts; write replication.{json,md,html}; print the tables."""
+    from .replicate import replicate
+    from .report.replication import html, markdown
+    from .result import Result, write_atomic
+    from .spec.data import ContrastSet
+    results = []
+    for f in args.files:
+        p = Path(f)
+        if not p.is_file():
+            raise UsageError(f"{p}: no such file")
+        try:
+            loaded = Result.from_json(p)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{p}: not valid JSON ({e})") from None
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"{p}: not a causalinterp result file (missing or malformed field {e})") from None
+        results += loaded if isinstance(loaded, list) else [loaded]
+    data = None
+    if args.data:
+        try:
+            data = ContrastSet.from_dict(json.loads(Path(args.data).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UsageError(f"--data {args.data}: not a contrast-set JSON file ({type(e).__name__}: {e})") from None
+    options = dict(_option(o) for o in args.option or [])
+    from .pytest_plugin import ModelCache
+    from .tracking import trackers
+    models, track = ModelCache(), trackers(args.track)
+    reps = []
+    for i, r in enumerate(results, 1):
+        spec = args.model or (r.hypothesis or {}).get("model") or (r.meta or {}).get("model")
+        _eprint(f"[{i}/{len(results)}] replicating {r.name} ...")
+        model = _load(models, spec) if spec else None
+        reps.append(replicate(r, model, data=data, seed=args.seed, n=args.n, progress=not args.no_progress,
+                              track=track, **options))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "replication.json", json.dumps({"schema": "causalinterp.replications/1",
+                                                       "replications": [x.to_dict() for x in reps]}, indent=1))
+    markdown(reps, out / "replication.md", args.title)
+    html(reps, out / "replication.html", args.title)
+    for x in reps:
+        print(x)
+        print(x.text_table(max_rows=args.top))
+        print()
+    counts: dict = {}
+    for x in reps:
+        counts[x.verdict] = counts.get(x.verdict, 0) + 1
+    print(f"{len(reps)} replication(s): " + ", ".join(f"{k} {v}" for v, k in counts.items()))
+    print(f"report: {out / 'replication.html'}  (also replication.md, replication.json)")
+    return 1 if args.strict and any(x.verdict != "replicated" for x in reps) else 0
 
 
 def _demo_model():
@@ -401,6 +468,12 @@ def cmd_demo(args) -> int:
 MODEL_HELP = "hub id (e.g. gpt2), local path of a saved model, or testbed:NAME (e.g. testbed:induction)"
 
 
+def _track_option(p):
+    p.add_argument("--track", metavar="KIND[,KIND]", default=None,
+                   help="log every hypothesis (spec, seeds, versions, verdict, estimates, CIs, p-values, report) to "
+                        "mlflow (MLFLOW_TRACKING_URI, else ./mlruns) and/or wandb (offline unless WANDB_MODE=online)")
+
+
 def _common(p, out_default="reports"):
     p.add_argument("--out", metavar="DIR", default=out_default,
                    help=f"directory for index.html, report.md and results.json (default: {out_default})")
@@ -424,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     r.add_argument("--title", default="causalinterp hypotheses", help="report title")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _track_option(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("scan", help="sweep one kind of site over layers/heads/positions on a task, with statistics",
@@ -460,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--title", default=None, help="report title")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _track_option(s)
     s.set_defaults(func=cmd_scan)
 
     rp = sub.add_parser("report", help="rebuild the report from results.json / result JSON files",
@@ -469,6 +544,29 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rp)
     rp.add_argument("--title", default="causalinterp report", help="report title")
     rp.set_defaults(func=cmd_report)
+
+    rr = sub.add_parser("replicate", help="rerun stored hypotheses on fresh prompts and compare side by side",
+                        description="Rerun every hypothesis in the result JSON files on fresh prompts (a new data "
+                                    "seed, other task options such as held-out templates or another corruption, or "
+                                    "prompts you give) with everything else unchanged, and report per site whether "
+                                    "the verdict replicated, both estimates with CIs, and a verdict on replication.")
+    rr.add_argument("files", nargs="+", metavar="RESULT.json", help="result or session JSON files")
+    rr.add_argument("--seed", type=int, default=None, help="new data seed (default: the original seed + 1)")
+    rr.add_argument("--n", type=int, default=None, help="number of fresh prompts (default: as in the original)")
+    rr.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="task option for the fresh data (repeatable), e.g. corruption=swap or "
+                         "'templates=[BABA-05, ABBA-05]' (the value is read as YAML)")
+    rr.add_argument("--data", metavar="FILE.json", help="fresh prompts as a contrast-set JSON (ContrastSet.to_dict), "
+                                                        "needed when the original prompts were given inline")
+    rr.add_argument("--model", help=f"model to run on instead of the one each result names: {MODEL_HELP}")
+    rr.add_argument("--out", metavar="DIR", default="reports",
+                    help="directory for replication.html, replication.md and replication.json (default: reports)")
+    rr.add_argument("--strict", action="store_true", help="exit 1 when any hypothesis did not replicate")
+    rr.add_argument("--title", default="causalinterp replication", help="report title")
+    rr.add_argument("--top", type=int, default=20, help="site rows to print per hypothesis (default: 20)")
+    rr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _track_option(rr)
+    rr.set_defaults(func=cmd_replicate)
 
     d = sub.add_parser("demo", help="the README's main job: run examples/hypotheses on the shipped testbeds",
                        description="Equivalent to `causalinterp run examples/hypotheses --out reports`.")

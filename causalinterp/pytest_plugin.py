@@ -29,7 +29,8 @@ Outcomes
 
 Options: ``--causal-strict``; ``--causal-report DIR`` (index.html, report.md and results.json of the whole
 session); ``--causal-model NAME`` (run every hypothesis on this model instead of the one it names, e.g. a
-new checkpoint).  The terminal summary lists every hypothesis with estimate, CI, p and verdict.
+new checkpoint); ``--causal-track mlflow,wandb`` (log every hypothesis, see `causalinterp.tracking`).
+The terminal summary lists every hypothesis with estimate, CI, p and verdict.
 The decorator works without pytest installed (the CLI collects decorated functions too).
 """
 from __future__ import annotations
@@ -165,9 +166,17 @@ if pytest is not None:
             self.records: list = []  # (nodeid, Result)
             self.report_error: str | None = None
             self.report_paths: dict | None = None
+            self.trackers: list | None = None  # made on first use from --causal-track
 
     def _session(config) -> "_Session":
         return config.stash[_SESSION]
+
+    def _trackers(config) -> list:
+        sess = _session(config)
+        if sess.trackers is None:
+            from .tracking import trackers
+            sess.trackers = trackers(config.getoption("causal_track") or config.getini("causal_track") or None)
+        return sess.trackers
 
     def pytest_addoption(parser):
         group = parser.getgroup("causalinterp", "causalinterp hypothesis tests")
@@ -179,6 +188,10 @@ if pytest is not None:
         group.addoption("--causal-model", metavar="NAME", default=None,
                         help="run every hypothesis on this model (hub id, local path or testbed:NAME) instead "
                              "of the model it names")
+        group.addoption("--causal-track", metavar="KIND[,KIND]", default=None,
+                        help="log every hypothesis to mlflow (MLFLOW_TRACKING_URI, else ./mlruns) and/or wandb "
+                             "(offline unless WANDB_MODE=online): spec, seeds, versions, verdict, numbers, report")
+        parser.addini("causal_track", default="", help="causalinterp: trackers to log to (as --causal-track)")
         parser.addini("causal_strict", type="bool", default=False,
                       help="causalinterp: fail null/inconclusive hypotheses (as --causal-strict)")
         parser.addini("causal_files", type="args", default=list(DEFAULT_FILE_PATTERNS),
@@ -231,7 +244,8 @@ if pytest is not None:
                 m = _load_or_fail(item.config, h.model, f"hypothesis {h.name!r}")
             error = None
             try:
-                r = run_all([h], m, progress=False, cache=sess.cache, models=sess.models)[0]
+                r = run_all([h], m, progress=False, cache=sess.cache, models=sess.models,
+                            track=_trackers(item.config))[0]
             except Exception as e:  # noqa: BLE001
                 if not _is_input_error(e):
                     raise

@@ -23,15 +23,21 @@ def _model_for(h: Hypothesis, model, models: dict) -> Model:
 
 
 def run(h: Hypothesis, model=None, *, progress: bool = True, cache: dict | None = None,
-        memory_budget="2GB", checkpoint=None) -> Result:
-    """Run one hypothesis on `model` (or the model it names) and return its `Result`."""
+        memory_budget="2GB", checkpoint=None, track=None) -> Result:
+    """Run one hypothesis on `model` (or the model it names) and return its `Result`.
+
+    ``track="mlflow"`` / ``"wandb"`` / a tracker logs the result (see `causalinterp.tracking`)."""
     return run_all([h], model, progress=progress, cache=cache, memory_budget=memory_budget,
-                   checkpoint=checkpoint)[0]
+                   checkpoint=checkpoint, track=track)[0]
 
 
 def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = True, cache: dict | None = None,
-            memory_budget="2GB", checkpoint=None, models: dict | None = None) -> list[Result]:
-    """Run several hypotheses; models are loaded once and unpatched clean/corrupt runs are shared."""
+            memory_budget="2GB", checkpoint=None, models: dict | None = None, track=None) -> list[Result]:
+    """Run several hypotheses; models are loaded once and unpatched clean/corrupt runs are shared.
+
+    ``track`` logs each result as soon as it exists (see `causalinterp.tracking`)."""
+    from .tracking import trackers
+    loggers = trackers(track)
     cache = {} if cache is None else cache
     models = {} if models is None else models
     results = []
@@ -49,4 +55,8 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
                 "n_heads": m.n_heads, "seconds": time.perf_counter() - t0, "versions": versions(),
                 "n_prompts": data.n, "data_name": data.name}
         results.append(Result(name=h.name, hypothesis=h.to_dict(), evaluation=ev, effects=eff, meta=meta))
+        for t in loggers:
+            t.log(results[-1])
+    for t in loggers:
+        t.close()
     return results
