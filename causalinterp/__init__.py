@@ -3,9 +3,10 @@
 Data flow: spec (ContrastSet, sites, intervention, metric, claim) -> engine (`scan`, per-prompt
 `Effects`) -> stats -> verdict (`evaluate`) -> `Result` -> reports.  `run` does scan + evaluate.
 """
-from . import models, stats
+from . import lens, models, stats, tracing
 from .engine import BudgetError, Effects, ScanError, scan
 from .evaluate import Evaluation, evaluate
+from .lens import logit_lens
 from .models import Model, load_model
 from .replicate import Replication, replicate
 from .result import Result
@@ -16,12 +17,13 @@ from .spec.hypothesis import DataRef, Hypothesis, HypothesisError, load_hypothes
 from .spec.interventions import Intervention, ablate, patch
 from .spec.metrics import Metric
 from .spec.sites import Site, SiteSet
+from .tracing import EmbeddingNoise, causal_trace
 
 __version__ = "0.1.0"
-__all__ = ["BudgetError", "ContrastSet", "DataError", "DataRef", "Effects", "Evaluation", "Hypothesis",
+__all__ = ["BudgetError", "ContrastSet", "EmbeddingNoise", "DataError", "DataRef", "Effects", "Evaluation", "Hypothesis",
            "HypothesisError", "Intervention", "Metric", "Model", "Replication", "Result", "ScanError", "Site", "SiteSet", "ablate",
-           "claims", "evaluate", "load_hypotheses", "load_model", "metrics", "models", "patch", "replicate", "run",
-           "run_all", "scan", "sites", "stats"]
+           "causal_trace", "claims", "evaluate", "lens", "load_hypotheses", "logit_lens", "load_model", "metrics", "models", "patch", "replicate", "run",
+           "run_all", "scan", "sites", "stats", "tracing"]
 
 
 def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package data)

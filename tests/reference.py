@@ -150,3 +150,25 @@ def run_patched(hf, tokens, patches):
 
 def logit_diff(logits_T, pos, answer, wrong):
     return float(logits_T[pos, answer] - logits_T[pos, wrong])
+
+
+# Final norm and unembedding, written by hand (lens readouts): logits = unembed(norm(resid_post of the last block)).
+FINAL = {"gpt2": ("transformer.ln_f", "lm_head"), "gpt_neox": ("gpt_neox.final_layer_norm", "lm_head"),
+         "llama": ("model.norm", "lm_head")}
+
+
+def lens_logits(hf, tokens, layer):
+    """Logit-lens logits [T, V] of one prompt: block `layer`'s output through the final norm and unembedding."""
+    norm, unembed = (hf.get_submodule(p) for p in FINAL[family_of(hf)])
+    resid = read(hf, tokens, "resid_post", layer)
+    with torch.no_grad():
+        return unembed(norm(resid[None]))[0]
+
+
+EMBED = {"gpt2": "transformer.wte", "gpt_neox": "gpt_neox.embed_in", "llama": "model.embed_tokens"}
+
+
+def with_embedding_noise(hf, noise):
+    """A hook handle adding `noise` [T, d] to the token embeddings of one prompt (remove() it after use)."""
+    mod = hf.get_submodule(EMBED[family_of(hf)])
+    return mod.register_forward_hook(lambda m, a, o: o + noise[None].to(o.dtype))

@@ -36,6 +36,8 @@ class Adapter:
     components: dict                # canonical name -> Location
     qkv_layout: str                 # "gpt2" fused [q|k|v]; "neox" fused per head [h, 3, dh]; "separate" q_proj/k_proj/v_proj
     notes: str = ""
+    final_norm: str = ""            # the norm applied to the last residual stream before the unembedding (lens readouts)
+    unembed: str = ""               # the unembedding module; "" = the model's get_output_embeddings()
 
     def location(self, component: str, layer: int, model_config=None) -> Location:
         """The module/io of `component` at `layer`; clear error when the family has no such component."""
@@ -56,6 +58,7 @@ def _gpt2() -> Adapter:
     b = "transformer.h.{layer}"
     return Adapter(
         family="gpt2", model_types=("gpt2",), layers="transformer.h", qkv_layout="gpt2",
+        final_norm="transformer.ln_f", unembed="lm_head",
         components={
             "resid_pre": Location(b, "input"),
             "resid_mid": Location(b + ".ln_2", "input"),
@@ -73,6 +76,7 @@ def _neox() -> Adapter:
     b = "gpt_neox.layers.{layer}"
     return Adapter(
         family="gpt_neox", model_types=("gpt_neox",), layers="gpt_neox.layers", qkv_layout="neox",
+        final_norm="gpt_neox.final_layer_norm",  # unembed: embed_out before transformers 5, lm_head since
         notes="resid_mid exists only when use_parallel_residual=False (Pythia uses parallel attention: none).",
         components={
             "resid_pre": Location(b, "input"),
@@ -91,7 +95,7 @@ def _llama() -> Adapter:
     b = "model.layers.{layer}"
     return Adapter(
         family="llama", model_types=("llama", "qwen2", "mistral", "gemma"), layers="model.layers",
-        qkv_layout="separate",
+        qkv_layout="separate", final_norm="model.norm", unembed="lm_head",
         notes="k/v sites of query head h act on its key/value group h // (n_heads / n_kv_heads) (GQA).",
         components={
             "resid_pre": Location(b, "input"),
