@@ -13,7 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: setup demo test test-slow bench
+# The extras for building and checking the wheel (build, twine).
+$(VENV)/.release: $(VENV)/.installed
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,release]'
+	touch $@
+
+.PHONY: setup demo test test-slow bench wheel-test
 setup: $(VENV)/.installed
 
 demo: setup
@@ -27,3 +32,8 @@ test-slow: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Build the wheel and sdist, twine-check them, install the wheel into a fresh venv outside the repository
+# and run the demo, a scan and pytest on a hypothesis file there (.ci/wheel_test.sh).
+wheel-test: $(VENV)/.release
+	bash .ci/wheel_test.sh $(PY)

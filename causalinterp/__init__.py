@@ -4,6 +4,7 @@ Data flow: spec (ContrastSet, sites, intervention, metric, claim) -> engine (`sc
 `Effects`) -> stats -> verdict (`evaluate`) -> `Result` -> reports.  `run` does scan + evaluate.
 """
 from . import lens, models, stats, tracing
+from ._version import __version__
 from .engine import BudgetError, Effects, ScanError, scan
 from .evaluate import Evaluation, evaluate
 from .lens import logit_lens
@@ -19,7 +20,6 @@ from .spec.metrics import Metric
 from .spec.sites import Site, SiteSet
 from .tracing import EmbeddingNoise, causal_trace
 
-__version__ = "0.1.0"
 __all__ = ["BudgetError", "ContrastSet", "EmbeddingNoise", "DataError", "DataRef", "Effects", "Evaluation", "Hypothesis",
            "HypothesisError", "Intervention", "Metric", "Model", "Replication", "Result", "ScanError", "Site", "SiteSet", "ablate",
            "causal_trace", "claims", "evaluate", "lens", "load_hypotheses", "logit_lens", "load_model", "metrics", "models", "patch", "replicate", "run",

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._version import __version__
+
 HYPOTHESIS_SUFFIXES = (".yaml", ".yml", ".json", ".py")
 SESSION_SCHEMA = "causalinterp.session/1"
 
@@ -443,7 +445,7 @@ def cmd_sitemap(args) -> int:
     return 0
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "hypotheses"
+from .examples import HYPOTHESES as EXAMPLES  # noqa: E402 - package data: the example hypotheses
 DEMO_TESTBEDS = ("induction", "ioi")
 
 
@@ -451,8 +453,9 @@ def cmd_demo(args) -> int:
     """`run examples/hypotheses --out DIR` against the shipped testbeds."""
     from . import testbeds
     if not EXAMPLES.is_dir():
-        raise UsageError(f"the example hypotheses are not here ({EXAMPLES}); the demo runs from a source checkout "
-                         "of causalinterp (or run: causalinterp run PATH --out DIR)")
+        raise UsageError(f"the example hypotheses are not here ({EXAMPLES}): this installation of causalinterp is "
+                         "incomplete; reinstall it (pip install --force-reinstall causalinterp) or run your own "
+                         "files with: causalinterp run PATH --out DIR")
     have = set(testbeds.available())
     missing = [t for t in DEMO_TESTBEDS if t not in have]
     if missing:
@@ -486,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="causalinterp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--traceback", action="store_true", help="show the full traceback of an error (for bug reports)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run hypothesis files (YAML/JSON/Python) and write a report",
@@ -568,8 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
     _track_option(rr)
     rr.set_defaults(func=cmd_replicate)
 
-    d = sub.add_parser("demo", help="the README's main job: run examples/hypotheses on the shipped testbeds",
-                       description="Equivalent to `causalinterp run examples/hypotheses --out reports`.")
+    d = sub.add_parser("demo", help="the README's main job: run the example hypotheses on the shipped testbeds",
+                       description="Equivalent to `causalinterp run EXAMPLES --out reports`, where EXAMPLES is the "
+                                   "folder of example hypotheses installed with the package "
+                                   "(causalinterp.examples.HYPOTHESES; examples/hypotheses in a checkout).")
     d.add_argument("--out", metavar="DIR", default="reports", help="directory for the report (default: reports)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
