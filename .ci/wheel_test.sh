@@ -56,10 +56,15 @@ step "causalinterp scan on a testbed"
 tail -3 scan.log
 test -s scan/results.json
 
-step "a hypothesis file under pytest through the installed plugin"
-mkdir hyps
-"$V/python" -c "import shutil; from causalinterp.examples import HYPOTHESES as H; shutil.copy(H / 'hyp_induction_ko.yaml', 'hyps')"
-"$V/python" -m pytest hyps -q -p no:cacheprovider -rA 2>&1 | tee pytest.log | tail -8
-grep -q "2 passed\|1 passed" pytest.log || { echo "wheel_test: the plugin did not collect hyp_induction_ko.yaml"; exit 1; }
+step "causalinterp init, then pytest on it through the installed plugin"
+"$V/causalinterp" init mine --model testbed:induction
+rc=0; "$V/python" -m pytest mine -q -p no:cacheprovider -rA > pytest.log 2>&1 || rc=$?
+tail -8 pytest.log
+# 0 = every test passed or was null/inconclusive; 1 = a refuted claim (an honest verdict); anything else is broken
+[ "$rc" -le 1 ] || { cat pytest.log; echo "wheel_test: pytest exited $rc"; exit 1; }
+grep -Eq "SUPPORTED +the patch reaches the model \(setup check\) +recovery 1 " pytest.log \
+    || { echo "wheel_test: the plugin did not run the scaffold's YAML hypotheses"; exit 1; }
+grep -q "last-layer heads move the answer" pytest.log \
+    || { echo "wheel_test: the plugin did not run the scaffold's Python hypothesis"; exit 1; }
 
 step "done"

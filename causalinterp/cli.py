@@ -1,4 +1,4 @@
-"""Command line: ``causalinterp run | scan | report | replicate | demo | sitemap``.
+"""Command line: ``causalinterp run | scan | report | replicate | demo | init | sitemap``.
 
 Every command calls the same Python API (`causalinterp.run_all`, `causalinterp.report`) and writes
 DIR/index.html, DIR/report.md and DIR/results.json, then prints where the report is and a verdict table.
@@ -466,6 +466,17 @@ def cmd_demo(args) -> int:
                                       no_progress=args.no_progress, title="causalinterp demo: shipped testbeds"))
 
 
+def cmd_init(args) -> int:
+    """Scaffold hypothesis tests for the user's model (causalinterp.scaffold)."""
+    from .scaffold import init_project
+    _eprint(f"loading model {args.model} ...")
+    files = init_project(args.dir, args.model, force=args.force)
+    for f in files:
+        print(f"wrote {f}")
+    print(f"next: pytest {args.dir}   (or: causalinterp run {args.dir} --out reports)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 MODEL_HELP = "hub id (e.g. gpt2), local path of a saved model, or testbed:NAME (e.g. testbed:induction)"
@@ -579,6 +590,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", metavar="DIR", default="reports", help="directory for the report (default: reports)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+
+    it = sub.add_parser("init", help="write hypothesis tests to start from for your model (YAML, Python, README)",
+                        description="Load the model, pick a task whose prompts fit its tokenizer (IOI, name copying or "
+                                    "induction) and write DIR/hyp_TASK.yaml and DIR/test_TASK.py with worked "
+                                    "hypotheses, and a README on running them (pytest DIR).")
+    it.add_argument("dir", nargs="?", default="causal_tests", metavar="DIR",
+                    help="folder to write into (default: causal_tests)")
+    it.add_argument("--model", required=True, help=MODEL_HELP)
+    it.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    it.set_defaults(func=cmd_init)
 
     sm = sub.add_parser("sitemap", help="load a model and print its canonical sites and the modules they live in")
     sm.add_argument("--model", help=f"{MODEL_HELP} (default: the shipped induction testbed)")
