@@ -1,11 +1,13 @@
 """causalinterp: statistical causal-intervention testing for mechanistic interpretability.
 
-Data flow: spec (ContrastSet, sites, intervention, metric, claim) -> engine (`scan`, per-prompt
-`Effects`) -> stats -> verdict (`evaluate`) -> `Result` -> reports.  `run` does scan + evaluate.
+Data flow: spec (ContrastSet, sites, intervention, metric, claim) -> engine (`plan` of units, run by an
+executor, merged into per-prompt `Effects` by `scan`) -> stats -> verdict (`evaluate`) -> `Result` ->
+reports.  `run` does scan + evaluate.
 """
-from . import lens, models, stats, tracing
+from . import executors, lens, models, stats, tracing
 from ._version import __version__
-from .engine import BudgetError, Effects, ScanError, scan
+from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan
+from .engine import make_plan as plan
 from .evaluate import Evaluation, evaluate
 from .lens import logit_lens
 from .models import Model, load_model
@@ -20,10 +22,11 @@ from .spec.metrics import Metric
 from .spec.sites import Site, SiteSet
 from .tracing import EmbeddingNoise, causal_trace
 
-__all__ = ["BudgetError", "ContrastSet", "EmbeddingNoise", "DataError", "DataRef", "Effects", "Evaluation", "Hypothesis",
-           "HypothesisError", "Intervention", "Metric", "Model", "Replication", "Result", "ScanError", "Site", "SiteSet", "ablate",
-           "causal_trace", "claims", "evaluate", "lens", "load_hypotheses", "logit_lens", "load_model", "metrics", "models", "patch", "replicate", "run",
-           "run_all", "scan", "sites", "stats", "tracing"]
+__all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRef", "Effects", "EmbeddingNoise",
+           "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
+           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "evaluate", "executors",
+           "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models", "patch", "plan", "replicate",
+           "run", "run_all", "scan", "sites", "stats", "tracing"]
 
 
 def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package data)

@@ -238,7 +238,7 @@ def _load(models, spec):
     return models.get(spec)
 
 
-def _run_entries(entries, models, progress: bool, track=None):
+def _run_entries(entries, models, progress: bool, track=None, scale: dict | None = None):
     from .runner import run_all
     from .tracking import trackers
     track = trackers(track)  # made once, shared by every hypothesis
@@ -246,7 +246,8 @@ def _run_entries(entries, models, progress: bool, track=None):
     for i, (h, spec, _where) in enumerate(entries, 1):
         m = _load(models, spec)
         _eprint(f"[{i}/{len(entries)}] {h.name} ...")
-        r = run_all([h], m, progress=progress, cache=models.cache, models=models.models, track=track)[0]
+        r = run_all([h], m, progress=progress, cache=models.cache, models=models.models, track=track,
+                    **(scale or {}))[0]
         _eprint(f"[{i}/{len(entries)}] {h.name}: {r.verdict.upper()} ({r.meta.get('seconds', 0):.1f} s)")
         results.append(r)
     return results
@@ -256,9 +257,11 @@ def _run_entries(entries, models, progress: bool, track=None):
 
 def cmd_run(args) -> int:
     from .pytest_plugin import ModelCache
+    scale = _scale(args)  # option errors before any model loads
     models = ModelCache()
     entries = collect(args.paths, args.model, models)
-    results = _run_entries(entries, models, progress=not args.no_progress, track=getattr(args, "track", None))
+    results = _run_entries(entries, models, progress=not args.no_progress, track=getattr(args, "track", None),
+                           scale=scale)
     paths = write_reports(results, args.out, args.title)
     _print_outcome(results, paths)
     return _exit_code(results, args.strict)
@@ -311,6 +314,7 @@ def cmd_scan(args) -> int:
     from .spec.metrics import Metric
     from .spec.sites import COMPONENTS, HEAD_COMPONENTS, SiteSet
 
+    scale = _scale(args)  # option errors before any model loads
     components = _split(args.sites)
     bad = [c for c in components if c not in COMPONENTS]
     if bad or not components:
@@ -331,7 +335,7 @@ def cmd_scan(args) -> int:
                      n_resamples=args.n_resamples, seed=args.seed, model=args.model) for c in components]
     models = ModelCache()
     entries = [(h, args.model, "scan") for h in hs]
-    results = _run_entries(entries, models, progress=not args.no_progress, track=args.track)
+    results = _run_entries(entries, models, progress=not args.no_progress, track=args.track, scale=scale)
     paths = write_reports(results, args.out, args.title or f"causalinterp scan: {args.task} on {args.model}")
     for r in results:
         print(f"{r.name}: {r.verdict.upper()}")
@@ -496,6 +500,38 @@ def _common(p, out_default="reports"):
                         "it the exit code is 0 whatever the verdicts")
 
 
+def _scale_options(p):
+    """Where the scans' units run, and the results directory that makes a run resumable."""
+    g = p.add_argument_group("scale-out")
+    g.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                   help="who computes the units: this process (default), Ray actors, or a SLURM job array")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="ray: number of actors (default: the cluster's CPUs); slurm: array tasks (default: one per unit)")
+    g.add_argument("--address", metavar="ADDR", help="ray: cluster address ('auto' joins a running cluster)")
+    g.add_argument("--folder", metavar="DIR", help="slurm: shared folder for job files and logs")
+    g.add_argument("--partition", metavar="P", help="slurm: partition to submit to")
+    g.add_argument("--checkpoint", metavar="DIR",
+                   help="results directory: finished units are stored there by content hash, and a rerun "
+                        "(with any executor) computes only what is missing")
+
+
+def _scale(args) -> dict:
+    from . import executors
+    if getattr(args, "executor", None) is None:  # commands without the scale-out options (demo)
+        return {}
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: needs at least 1")
+    if args.executor != "slurm" and (args.folder or args.partition):
+        raise UsageError("--folder and --partition are for --executor slurm")
+    if args.executor == "slurm" and not args.folder:
+        raise UsageError("--executor slurm needs --folder DIR (a shared folder for job files and logs)")
+    if args.executor != "ray" and args.address:
+        raise UsageError("--address is for --executor ray")
+    executor = executors.from_name(args.executor, workers=args.workers, folder=args.folder,
+                                   partition=args.partition, address=args.address)
+    return {"executor": executor, "checkpoint": args.checkpoint}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="causalinterp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -513,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="causalinterp hypotheses", help="report title")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     _track_option(r)
+    _scale_options(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("scan", help="sweep one kind of site over layers/heads/positions on a task, with statistics",
@@ -550,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default=None, help="report title")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     _track_option(s)
+    _scale_options(s)
     s.set_defaults(func=cmd_scan)
 
     rp = sub.add_parser("report", help="rebuild the report from results.json / result JSON files",

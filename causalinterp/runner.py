@@ -23,19 +23,22 @@ def _model_for(h: Hypothesis, model, models: dict) -> Model:
 
 
 def run(h: Hypothesis, model=None, *, progress: bool = True, cache: dict | None = None,
-        memory_budget="2GB", checkpoint=None, track=None) -> Result:
+        memory_budget="2GB", checkpoint=None, track=None, executor=None) -> Result:
     """Run one hypothesis on `model` (or the model it names) and return its `Result`.
 
     ``track="mlflow"`` / ``"wandb"`` / a tracker logs the result (see `causalinterp.tracking`)."""
     return run_all([h], model, progress=progress, cache=cache, memory_budget=memory_budget,
-                   checkpoint=checkpoint, track=track)[0]
+                   checkpoint=checkpoint, track=track, executor=executor)[0]
 
 
 def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = True, cache: dict | None = None,
-            memory_budget="2GB", checkpoint=None, models: dict | None = None, track=None) -> list[Result]:
+            memory_budget="2GB", checkpoint=None, models: dict | None = None, track=None,
+            executor=None) -> list[Result]:
     """Run several hypotheses; models are loaded once and unpatched clean/corrupt runs are shared.
 
-    ``track`` logs each result as soon as it exists (see `causalinterp.tracking`)."""
+    ``track`` logs each result as soon as it exists (see `causalinterp.tracking`).  `checkpoint` is one
+    results directory for all hypotheses (units are stored by content hash); `executor` (from
+    `causalinterp.executors`) runs every scan's units."""
     from .tracking import trackers
     loggers = trackers(track)
     cache = {} if cache is None else cache
@@ -49,7 +52,7 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
         data = h.data.build(m) if isinstance(h.data, DataRef) else h.data
         eff = scan(m, data, h.sites, intervention=h.intervention, metric=h.metric, joint=h.joint,
                    n_random=h.n_random, seed=h.seed, progress=progress, cache=cache, memory_budget=memory_budget,
-                   checkpoint=None if checkpoint is None else f"{checkpoint}.{len(results)}.npz")
+                   checkpoint=checkpoint, executor=executor)
         ev = evaluate(eff, h.claim, alpha=h.alpha, correction=h.correction, n_resamples=h.n_resamples, seed=h.seed)
         meta = {"model": m.name or type(m.hf).__name__, "family": m.family, "n_layers": m.n_layers,
                 "n_heads": m.n_heads, "seconds": time.perf_counter() - t0, "versions": versions(),

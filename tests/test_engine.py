@@ -241,12 +241,12 @@ def test_random_site_sets_for_beats_random():
 
 
 def test_checkpoint_resumes_after_a_kill(tmp_path, monkeypatch):
-    from causalinterp.engine import execute
+    from causalinterp.engine import unit
     model = ci.load_model(build_hf("gpt2"))
     data = random_data(n=4, T=5)
     sites = ci.sites.resid_pre()
     full = ci.scan(model, data, sites, batch_size=4, progress=False)
-    real = execute._run_patched
+    real = unit._run_patched
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -255,16 +255,16 @@ def test_checkpoint_resumes_after_a_kill(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(execute, "_run_patched", dying)
-    monkeypatch.setattr(execute.time, "monotonic", lambda c=iter(range(0, 10**6, 10)): next(c))  # save every pass
-    ck = tmp_path / "scan.npz"
+    monkeypatch.setattr(unit, "_run_patched", dying)
+    ck = tmp_path / "scan"
     with pytest.raises(KeyboardInterrupt):
         ci.scan(model, data, sites, batch_size=4, checkpoint=ck, progress=False)
-    assert ck.exists()
+    assert len(list((ck / "units").glob("*.npz"))) == 3  # every finished unit is stored as it finishes
     calls["n"] = -100
     resumed = ci.scan(model, data, sites, batch_size=4, checkpoint=ck, progress=False)
     assert calls["n"] == -100 + (full.meta["n_passes"] - 3)  # only the unfinished passes ran
-    np.testing.assert_allclose(resumed.values, full.values, atol=1e-6)
+    assert resumed.meta["units_reused"] == 3
+    np.testing.assert_array_equal(resumed.values, full.values)
 
 
 def test_effects_frame_is_long_form():
@@ -320,7 +320,7 @@ def test_nan_metric_is_an_error_not_a_number():
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
 def test_blocks_below_the_lowest_patched_layer_are_skipped_without_changing_results(family, monkeypatch):
-    from causalinterp.engine import execute
+    from causalinterp.engine import compile
     hf = build_hf(family)
     model = ci.load_model(hf)
     data = random_data(n=3, T=5)
@@ -328,12 +328,12 @@ def test_blocks_below_the_lowest_patched_layer_are_skipped_without_changing_resu
     calls = {"n": 0}
     attn0 = hf.get_submodule({"gpt2": "transformer.h.0.attn", "gpt_neox": "gpt_neox.layers.0.attention",
                               "llama": "model.layers.0.self_attn"}[family])
-    assert execute._can_skip(model)
+    assert compile._can_skip(model)
     hook = attn0.register_forward_hook(lambda m, a, o: calls.update(n=calls["n"] + 1))
     fast = ci.scan(model, data, sites, batch_size=4, progress=False)
     hook.remove()
     assert calls["n"] == 2  # only the unpatched clean and corrupt runs computed layer 0
-    monkeypatch.setattr(execute, "_can_skip", lambda model: False)
+    monkeypatch.setattr(compile, "_can_skip", lambda model: False)
     slow = ci.scan(model, data, sites, batch_size=4, progress=False)
     np.testing.assert_allclose(fast.values, slow.values, atol=1e-5)
 

@@ -1,6 +1,14 @@
-"""Engine: compiles sites x prompts into batched nnsight interventions; returns per-prompt `Effects`."""
-from .effects import Effects
-from .execute import ScanError, scan
-from .plan import BudgetError
+"""Engine: a scan is a plan of independent units (forward passes), executed anywhere, merged by hash.
 
-__all__ = ["BudgetError", "Effects", "ScanError", "scan"]
+`make_plan` (``ci.plan``) lays a scan out as a serialisable `Plan`; `scan` runs plan -> execute ->
+merge and returns per-prompt `Effects`; `unit.run_unit` is the per-unit work every executor calls.
+"""
+from .compile import ScanError, make_plan
+from .effects import Effects
+from .execute import scan
+from .plan import BudgetError, Plan, Unit
+from .store import CheckpointError, CheckpointWarning
+from .workers import Job, LocalExecutor, ModelSource
+
+__all__ = ["BudgetError", "CheckpointError", "CheckpointWarning", "Effects", "Job", "LocalExecutor", "ModelSource",
+           "Plan", "ScanError", "Unit", "make_plan", "scan"]

@@ -98,3 +98,125 @@ def make_rows(n_columns: int, n_prompts: int) -> tuple[np.ndarray, np.ndarray]:
 
 def chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, total)) for s in range(0, total, size)]
+
+
+# --- work units --------------------------------------------------------------------------------
+PLAN_VERSION = 1
+
+
+def unit_flops(shape: ModelShape, rows: int, seq_len: int, low_layer: int, n_logit_positions: int) -> float:
+    """Forward FLOPs of one patched pass: the blocks from `low_layer` up, and the unembedding it reads.
+
+    Per token and block: 2 x (4 d^2 attention projections + 2 d d_mlp MLP) multiply-adds, plus the
+    attention scores and mixing (2 x 2 T d).  Blocks below `low_layer` are skipped (cached outputs).
+    """
+    d, T = shape.d_model, seq_len
+    per_token_block = 2 * (4 * d * d + 2 * d * shape.d_mlp) + 4 * T * d
+    blocks = shape.n_layers - low_layer
+    return float(rows * (T * blocks * per_token_block + 2 * n_logit_positions * d * shape.vocab))
+
+
+def unit_bytes(shape: ModelShape, rows: int, seq_len: int, low_layer: int, n_logit_positions: int) -> int:
+    """Peak activation memory of one pass plus the cached block outputs it feeds in for skipped blocks."""
+    skipped = rows * low_layer * seq_len * shape.d_model * 4
+    return int(rows * bytes_per_row(shape, seq_len, n_logit_positions) + skipped)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent forward pass: rows ``[start, stop)`` of the column-major (column, prompt) order.
+
+    `hash` is content-addressed (the plan's key plus the rows), so a result stored under it is valid
+    for any scan that would compute the same numbers, whoever computed it.
+    """
+
+    index: int
+    hash: str
+    start: int
+    stop: int
+    low_layer: int
+    flops: float
+    bytes: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "hash": self.hash, "start": self.start, "stop": self.stop,
+                "low_layer": self.low_layer, "flops": self.flops, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Unit":
+        return cls(int(d["index"]), str(d["hash"]), int(d["start"]), int(d["stop"]), int(d["low_layer"]),
+                   float(d["flops"]), int(d["bytes"]))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A scan as pure data: what is computed (content hashes) and how it splits into independent units.
+
+    `key` hashes everything the values depend on (model weights, tokenizer, data, sites, columns,
+    intervention, metric); each unit's hash adds its rows.  `sites` lists every site any column uses
+    (the scanned sites first, then random-set sites); `columns` lists site indices per column (the
+    first `n_main` columns are the scan's own, the rest random site sets).  Serialises to JSON.
+    """
+
+    key: str
+    model: dict
+    data_hash: str
+    n_prompts: int
+    seq_len: int
+    sites: tuple
+    columns: tuple
+    n_main: int
+    joint: bool
+    n_random: int
+    seed: int
+    intervention: dict
+    metric: dict
+    rows_per_pass: int
+    base_rows: int
+    memory_budget: int
+    skip_blocks: bool
+    units: tuple
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.columns) * self.n_prompts
+
+    @property
+    def flops(self) -> float:
+        return float(sum(u.flops for u in self.units))
+
+    def to_dict(self) -> dict:
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d["sites"] = [s.to_dict() for s in self.sites]
+        d["columns"] = [list(c) for c in self.columns]
+        d["units"] = [u.to_dict() for u in self.units]
+        d["version"] = PLAN_VERSION
+        return d
+
+    def to_json(self, **kw) -> str:
+        import json
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        from ..spec.sites import Site
+        if d.get("version") != PLAN_VERSION:
+            raise ValueError(f"plan version {d.get('version')!r} is not {PLAN_VERSION}; re-plan with this version")
+        kw = {f: d[f] for f in cls.__dataclass_fields__}
+        kw["sites"] = tuple(Site.from_dict(s) for s in d["sites"])
+        kw["columns"] = tuple(tuple(int(i) for i in c) for c in d["columns"])
+        kw["units"] = tuple(Unit.from_dict(u) for u in d["units"])
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        import json
+        return cls.from_dict(json.loads(text))
+
+    def __repr__(self) -> str:
+        return (f"Plan({len(self.units)} units, {len(self.columns)} columns x {self.n_prompts} prompts, "
+                f"{self.rows_per_pass} rows/pass, {self.flops / 1e9:.2f} GFLOP, key={self.key})")

@@ -1,0 +1,139 @@
+"""The per-unit work: one patched forward pass, the same function whatever executor calls it.
+
+`run_unit(model, context, unit)` builds the in-place writes of the unit's rows (each row is the
+base prompt with its column's sites overwritten), runs one nnsight trace (blocks below the unit's
+lowest patched layer skipped, their outputs taken from the unpatched base run), and returns the
+metric per row as float64.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..models.adapters import component_view, head_index, raw_tensor
+from ..models.load import Model
+from . import plan as P
+
+
+@dataclass
+class _Group:
+    """All writes to one module's input/output in one pass."""
+
+    module: str
+    io: str
+    writes: list  # (component, rows, positions or None for all, head or None, values)
+
+
+def trace_kwargs(model: Model, keep: torch.Tensor) -> dict:
+    """Compute logits only at the positions the metric reads, where the model supports it."""
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(model.hf.forward).parameters:
+        kwargs["logits_to_keep"] = keep
+    if model.remote:
+        kwargs["remote"] = True
+    return kwargs
+
+
+def keep_index(read_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique read positions, and for each row the index of its position among them."""
+    keep, inverse = torch.unique(read_pos, return_inverse=True)
+    return keep, inverse
+
+
+def logits_at(logits: torch.Tensor, keep: torch.Tensor, inverse: torch.Tensor, read_pos: torch.Tensor):
+    """Pick each row's logits at its read position, whether or not the model honoured logits_to_keep."""
+    rows = torch.arange(logits.shape[0])
+    if logits.shape[1] == keep.shape[0]:
+        return logits[rows, inverse]
+    return logits[rows, read_pos]
+
+
+def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
+    """Metric values (float64, one per row) of `unit`: the one function every executor calls."""
+    n = ctx.n_prompts
+    rows = np.arange(unit.start, unit.stop)
+    cols, prompts = rows // n, rows % n  # column-major (column, prompt) order, as in plan.make_rows
+    groups = _build_groups(model, ctx, cols, prompts)
+    rp = ctx.read_pos[prompts]
+    keep, inverse = keep_index(rp)
+    skip = [ctx.base_cache[("resid_post", layer)][prompts] for layer in range(unit.low_layer)]
+    logits = _run_patched(model, ctx.base_tok[prompts], keep, groups, skip)
+    picked = logits_at(logits, keep, inverse, rp)
+    wrong = ctx.wrong[prompts] if ctx.wrong is not None else None
+    return ctx.metric.compute(picked, ctx.answer[prompts], wrong, ctx.clean_logits[prompts]).numpy()
+
+
+def _build_groups(model: Model, ctx, cols, prompts) -> list[_Group]:
+    """The in-place writes of one pass, grouped by module in execution order."""
+    groups: dict[tuple, _Group] = {}
+    member, kind = ctx.member, ctx.intervention.kind
+    present = np.flatnonzero(member[np.unique(cols)].any(0))
+    for j in present:
+        s = ctx.sites[j]
+        local = np.flatnonzero(member[cols, j])
+        if local.size == 0:
+            continue
+        pr = prompts[local]
+        head = None if s.head is None else head_index(s.component, s.head, model.n_heads, model.n_kv_heads)
+        site_pos = ctx.positions[j]
+        pos = None if site_pos is None else site_pos[pr]
+        if kind == "zero":
+            vals = 0.0
+        elif kind == "mean":
+            vals = ctx.means[j] if head is None else ctx.means[j][..., head, :]
+        else:
+            acts = ctx.source[(s.component, s.layer)]
+            src_prompt = pr if kind in ("denoise", "noise") else ctx.resample_from[cols[local], pr]
+            if pos is None:
+                vals = acts[src_prompt]
+            elif kind == "resample":
+                vals = acts[src_prompt, site_pos[src_prompt]]
+            else:
+                vals = acts[src_prompt, pos]
+            if head is not None:
+                vals = vals[..., head, :]
+        loc = model.location(s.component, s.layer)
+        key = (s.layer, P.COMPONENT_ORDER[s.component], loc.module, loc.io)
+        groups.setdefault(key, _Group(loc.module, loc.io, [])).writes.append(
+            (s.component, torch.as_tensor(local), None if pos is None else torch.as_tensor(pos), head, vals))
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1]))]
+
+
+def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups: list,
+                 skip: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """One forward pass with all writes of `groups` applied in place; logits at the kept positions.
+
+    ``skip[l]`` replaces the output of block ``l`` (its forward does not run).
+    """
+    import nnsight
+
+    dev = model.device
+    skip = [t.to(dev) for t in skip]
+    with torch.inference_mode():
+        with model.nn.trace(tokens.to(dev), **trace_kwargs(model, keep.to(dev))):
+            for layer, out in enumerate(skip):
+                model.envoy(f"{model.adapter.layers}.{layer}").skip(out)
+            for g in groups:
+                env = model.envoy(g.module)
+                raw = raw_tensor(env.input if g.io == "input" else env.output)
+                for component, rows, pos, head, vals in g.writes:
+                    view = component_view(model.adapter, component, raw, model.n_heads, model.n_kv_heads,
+                                          model.d_head)
+                    if isinstance(vals, torch.Tensor):
+                        vals = vals.to(device=view.device, dtype=view.dtype)
+                    rows_d = rows.to(dev)
+                    if pos is None:
+                        if head is None:
+                            view[rows_d] = vals
+                        else:
+                            view[rows_d, :, head] = vals
+                    elif head is None:
+                        view[rows_d, pos.to(dev)] = vals
+                    else:
+                        view[rows_d, pos.to(dev), head] = vals
+            logits = nnsight.save(model.nn.output.logits)
+    return logits.cpu()
