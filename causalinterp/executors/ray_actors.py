@@ -121,9 +121,9 @@ class RayExecutor:
 
         def dispatch(actor):
             unit = queue.popleft()
+            inflight[actor.run.remote(unit)] = (actor, unit)
             if self.on_dispatch is not None:
                 self.on_dispatch(pids[actor], unit)
-            inflight[actor.run.remote(unit)] = (actor, unit)
 
         try:
             for a in actors:
@@ -177,7 +177,7 @@ def ray(num_workers: int | None = None, address: str | None = None, gpus_per_wor
     ``gpus_per_worker=1``).  Each actor uses `torch_threads` threads.  The model reaches the actors by
     name (testbed, hub id, path) when it has one, else its weights go through the object store
     (``ship_weights=True`` forces that); every actor checks the weights' hash against the plan.
-    `on_dispatch(pid, unit)` is called as each unit is handed to a worker (progress, fault tests).
+    `on_dispatch(pid, unit)` is called just after each unit is handed to a worker (progress, fault tests).
     """
     return RayExecutor(num_workers, address, gpus_per_worker, torch_threads, ship_weights, max_retries,
                        on_dispatch, init_kwargs)

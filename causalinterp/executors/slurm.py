@@ -71,6 +71,7 @@ class SlurmExecutor:
         if partition is not None:
             self.params["slurm_partition"] = partition
         self.params.setdefault("timeout_min", 60)
+        self.task = _Task()  # the array task's callable (tests wrap it to inject failures)
         self.last_run: dict = {}
 
     def __repr__(self) -> str:
@@ -96,14 +97,13 @@ class SlurmExecutor:
             source_path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(source_path, lambda f: torch.save(source, f))
         ex = self._executor()
-        task = _Task()
         remaining = list(units)
         failures, arrays = [], 0
         for _attempt in range(self.max_retries + 1):
             groups = balanced_groups(remaining, self.n_jobs or len(remaining))
             args = [(str(store.root), job.plan.key, str(source_path), [u.to_dict() for u in g], "auto",
                      self.torch_threads) for g in groups]
-            jobs = ex.map_array(task, *zip(*args))
+            jobs = ex.map_array(self.task, *zip(*args))
             arrays += 1
             pending = dict(zip(jobs, groups))
             while pending:  # yield each group's units as its task finishes
