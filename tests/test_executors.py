@@ -10,8 +10,7 @@ import pytest
 
 import causalinterp as ci
 from causalinterp.executors.slurm import _Task
-from conftest import build_hf, random_data
-from test_plan_checkpoint import kill_driver_mid_scan
+from test_plan_checkpoint import SITES, data, kill_driver_mid_scan, model  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("submitit")
@@ -31,17 +30,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def model():
-    return ci.load_model(build_hf("gpt2"))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return random_data(n=4, T=5)
-
-
-SITES = ci.sites.resid_pre()
 HEADS = ci.sites.heads([(0, 1), (1, 2)], positions="end")
 
 

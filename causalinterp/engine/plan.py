@@ -7,11 +7,13 @@ share a pass by replicating the prompt rows.  Pure Python/numpy: no model runs h
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..spec.sites import Site
 
 # Execution order of components inside one block (modules must be visited in this order).
 COMPONENT_ORDER = {"resid_pre": 0, "q": 1, "k": 2, "v": 3, "head_out": 4, "attn_out": 5, "resid_mid": 6,
@@ -198,12 +200,10 @@ class Plan:
         return d
 
     def to_json(self, **kw) -> str:
-        import json
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
-        from ..spec.sites import Site
         if d.get("version") != PLAN_VERSION:
             raise ValueError(f"plan version {d.get('version')!r} is not {PLAN_VERSION}; re-plan with this version")
         kw = {f: d[f] for f in cls.__dataclass_fields__}
@@ -214,7 +214,6 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        import json
         return cls.from_dict(json.loads(text))
 
     def __repr__(self) -> str:
