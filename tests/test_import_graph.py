@@ -15,9 +15,9 @@ LAYERS = [
     ["spec", "stats", "verdict"],                   # what is asked; numbers; verdict rules
     ["models", "tasks"],                            # model access; contrast-set builders
     ["testbeds", "engine", "evaluate"],             # shipped models; effects; verdicts from effects
-    ["executors", "result", "spec.hypothesis"],     # where units run; what a run returns; whole hypotheses
+    ["executors", "result", "spec.hypothesis", "tracking"],  # where units run; results; hypotheses; logging
     ["runner"],                                     # scan + evaluate for hypotheses
-    ["report", "cli", "pytest_plugin", "__main__"],  # surfaces
+    ["report", "replicate", "cli", "pytest_plugin", "__main__"],  # surfaces
 ]
 # Being removed by the issues that own these areas; nothing may be added here.
 KNOWN_CYCLES = [
