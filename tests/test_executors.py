@@ -16,12 +16,22 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("submitit")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Worker processes import this checkout's causalinterp (and, for submitit, this test module).
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker_path():
+    """Worker processes import this checkout's causalinterp (and, for submitit, this test module)."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")] + ([old] if old else []))
+    yield
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(worker_path):
     """One local Ray for the module: 2 CPUs, no dashboard, a small object store."""
     import logging
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
