@@ -8,8 +8,6 @@ from . import executors, lens, models, stats, tracing
 from ._version import __version__
 from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan
 from .engine import make_plan as plan
-from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan
-from .engine import make_plan as plan
 from .evaluate import Evaluation, evaluate
 from .lens import logit_lens
 from .models import Model, load_model

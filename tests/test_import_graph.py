@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "causalinterp"
 LAYERS = [
     ["spec", "stats", "verdict"],                   # what is asked; numbers; verdict rules
     ["models", "tasks"],                            # model access; contrast-set builders
-    ["testbeds", "engine", "evaluate"],             # shipped models; effects; verdicts from effects
+    ["testbeds", "engine", "lens", "tracing", "evaluate"],  # shipped models; effects; verdicts from effects
     ["executors", "result", "spec.hypothesis", "tracking"],  # where units run; results; hypotheses; logging
     ["runner"],                                     # scan + evaluate for hypotheses
     ["report", "replicate", "cli", "pytest_plugin", "__main__"],  # surfaces
