@@ -22,6 +22,15 @@ from .spec.metrics import Metric
 from .spec.sites import Site, SiteSet
 from .tracing import EmbeddingNoise, causal_trace
 
+
+def _load_testbed(name: str, device="auto"):
+    from . import testbeds
+    return testbeds.load(name, device=device)
+
+
+# The package wires its parts: models does not import testbeds (testbeds builds on models).
+models.register_scheme("testbed", _load_testbed)
+
 __all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRef", "Effects", "EmbeddingNoise",
            "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
            "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "evaluate", "executors",

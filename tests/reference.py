@@ -8,6 +8,24 @@ from __future__ import annotations
 
 import torch
 
+def _llama_like(attn="self_attn", o="o_proj", q="q_proj", k="k_proj", v="v_proj", mid="post_attention_layernorm",
+                prefix="model.layers"):
+    L = prefix + ".{l}"
+    t = {"resid_pre": (L, "in"), "resid_post": (L, "out"), "attn_out": (f"{L}.{attn}", "out"),
+         "mlp_out": (f"{L}.mlp", "out"), "head_out": (f"{L}.{attn}.{o}", "in"),
+         "q": (f"{L}.{attn}.{q}", "out"), "k": (f"{L}.{attn}.{k}", "out"), "v": (f"{L}.{attn}.{v}", "out")}
+    if mid:
+        t["resid_mid"] = (f"{L}.{mid}", "in")
+    return t
+
+
+def _post_norm(mid, q="q_proj", k="k_proj"):
+    t = _llama_like(q=q, k=k, mid=mid)
+    t["attn_out"] = ("model.layers.{l}.post_attention_layernorm", "out")
+    t["mlp_out"] = ("model.layers.{l}.post_feedforward_layernorm", "out")
+    return t
+
+
 MODULES = {
     "gpt2": {"resid_pre": ("transformer.h.{l}", "in"), "resid_mid": ("transformer.h.{l}.ln_2", "in"),
              "resid_post": ("transformer.h.{l}", "out"), "attn_out": ("transformer.h.{l}.attn", "out"),
@@ -19,24 +37,68 @@ MODULES = {
                  "mlp_out": ("gpt_neox.layers.{l}.mlp", "out"),
                  "head_out": ("gpt_neox.layers.{l}.attention.dense", "in"),
                  "qkv": ("gpt_neox.layers.{l}.attention.query_key_value", "out")},
-    "llama": {"resid_pre": ("model.layers.{l}", "in"), "resid_mid": ("model.layers.{l}.post_attention_layernorm", "in"),
-              "resid_post": ("model.layers.{l}", "out"), "attn_out": ("model.layers.{l}.self_attn", "out"),
-              "mlp_out": ("model.layers.{l}.mlp", "out"), "head_out": ("model.layers.{l}.self_attn.o_proj", "in"),
-              "q": ("model.layers.{l}.self_attn.q_proj", "out"), "k": ("model.layers.{l}.self_attn.k_proj", "out"),
-              "v": ("model.layers.{l}.self_attn.v_proj", "out")},
+    "llama": _llama_like(),
+    # the residual stream between attention and MLP is the input of the pre-MLP norm (Gemma 2/3) or of the MLP
+    # itself (OLMo 2); what the sublayers add to the stream is the output of the norm after them
+    "gemma2": _post_norm("pre_feedforward_layernorm"),
+    "gemma3_text": _post_norm("pre_feedforward_layernorm", q="q_norm", k="k_norm"),
+    "olmo2": _post_norm("mlp", q="q_norm", k="k_norm"),
+    "qwen3": _llama_like(q="q_norm", k="k_norm"),
+    "cohere": _llama_like(q="q_norm", k="k_norm", mid=None),
+    "stablelm": _llama_like(q="q_layernorm", k="k_layernorm"),
+    "phi3": {**_llama_like(), "qkv": ("model.layers.{l}.self_attn.qkv_proj", "out")},
+    "gptj": _llama_like(attn="attn", o="out_proj", mid=None, prefix="transformer.h"),
+    "falcon": {"resid_pre": ("transformer.h.{l}", "in"), "resid_mid": ("transformer.h.{l}.post_attention_layernorm", "in"),
+               "resid_post": ("transformer.h.{l}", "out"), "attn_out": ("transformer.h.{l}.self_attention", "out"),
+               "mlp_out": ("transformer.h.{l}.mlp", "out"), "head_out": ("transformer.h.{l}.self_attention.dense", "in"),
+               "qkv": ("transformer.h.{l}.self_attention.query_key_value", "out")},
+    # families without a table (their adapters are derived); written from each model's source
+    "starcoder2": _llama_like(),
+    "phi": _llama_like(o="dense", mid=None),
+    "gpt_neo": {**_llama_like(attn="attn", o="attention.out_proj", q="attention.q_proj", k="attention.k_proj",
+                              v="attention.v_proj", mid="ln_2", prefix="transformer.h")},
+    # BLOOM's attention and MLP modules add the residual themselves: what they add is their last projection
+    "bloom": {"resid_pre": ("transformer.h.{l}", "in"), "resid_mid": ("transformer.h.{l}.post_attention_layernorm", "in"),
+              "resid_post": ("transformer.h.{l}", "out"), "attn_out": ("transformer.h.{l}.self_attention.dense", "out"),
+              "mlp_out": ("transformer.h.{l}.mlp.dense_4h_to_h", "out"),
+              "head_out": ("transformer.h.{l}.self_attention.dense", "in"),
+              "qkv": ("transformer.h.{l}.self_attention.query_key_value", "out")},
 }
+for _t in ("qwen2", "mistral", "gemma", "olmo", "granite", "mixtral"):
+    MODULES[_t] = MODULES["llama"]
+MODULES["qwen3_moe"] = MODULES["qwen3"]
 
 
 def family_of(hf) -> str:
-    return {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "llama": "llama", "qwen2": "llama", "mistral": "llama",
-            "gemma": "llama"}[hf.config.model_type]
+    return hf.config.model_type
 
 
 def _dims(hf):
     c = hf.config
     H = c.num_attention_heads
-    KV = getattr(c, "num_key_value_heads", None) or H
-    return H, KV, c.hidden_size // H
+    if c.model_type == "falcon":
+        KV = c.num_kv_heads if c.new_decoder_architecture else (1 if c.multi_query else H)
+    else:
+        KV = getattr(c, "num_key_value_heads", None) or H
+    dh = getattr(c, "head_dim", None) or c.hidden_size // H
+    return H, KV, dh
+
+
+BHTD = ("gemma3_text", "stablelm")  # q/k norms applied to [batch, heads, pos, d_head]
+
+
+def _fused_layout(hf):
+    """How a fused q/k/v projection orders its output (written from each model's source, not the adapters)."""
+    c = hf.config
+    if c.model_type in ("gpt2", "phi3"):
+        return "q|k|v"
+    if c.model_type in ("gpt_neox", "bloom"):
+        return "per-head"
+    if c.model_type == "falcon":
+        if c.new_decoder_architecture:
+            return "per-group"
+        return "q|k|v" if c.multi_query else "per-head"
+    return None
 
 
 def _where(family, component):
@@ -48,36 +110,53 @@ def _where(family, component):
 
 def to_heads(hf, component, t):
     """Canonical per-head tensor [1, T, heads, dh] (a copy) from the raw module tensor."""
-    family = family_of(hf)
     H, KV, dh = _dims(hf)
+    n = H if component in ("q", "head_out") else KV
+    if hf.config.model_type in BHTD and component in ("q", "k"):  # per-head norm after the transpose
+        return t.transpose(1, 2).clone()
     B, T = t.shape[:2]
     if component == "head_out":
         return t.reshape(B, T, H, dh).clone()
-    i = "qkv".index(component)
-    if family == "gpt2":
-        d = H * dh
-        return t[..., i * d:(i + 1) * d].reshape(B, T, H, dh).clone()
-    if family == "gpt_neox":
-        return t.reshape(B, T, H, 3 * dh)[..., i * dh:(i + 1) * dh].clone()
-    return t.reshape(B, T, H if component == "q" else KV, dh).clone()
+    fused, i = _fused_layout(hf), "qkv".index(component)
+    if fused == "q|k|v":
+        start = [0, H * dh, (H + KV) * dh][i]
+        return t[..., start:start + n * dh].reshape(B, T, n, dh).clone()
+    if fused == "per-head":
+        return t.reshape(B, T, H, 3, dh)[..., i, :].clone()
+    if fused == "per-group":
+        g = H // KV
+        grouped = t.reshape(B, T, KV, g + 2, dh)
+        return (grouped[..., :g, :].reshape(B, T, H, dh) if i == 0 else grouped[..., g + i - 1, :]).clone()
+    return t.reshape(B, T, n, dh).clone()
 
 
 def from_heads(hf, component, raw, heads):
     """Raw module tensor with its per-head part replaced by `heads` (returns a new tensor)."""
-    family = family_of(hf)
     H, KV, dh = _dims(hf)
+    n = H if component in ("q", "head_out") else KV
+    if hf.config.model_type in BHTD and component in ("q", "k"):
+        return heads.transpose(1, 2).contiguous()
     B, T = raw.shape[:2]
-    if component == "head_out" or family == "llama":
-        return heads.reshape(B, T, -1)
+    fused = None if component == "head_out" else _fused_layout(hf)
+    if fused is None:
+        return heads.reshape(raw.shape)
     i = "qkv".index(component)
     out = raw.clone()
-    if family == "gpt2":
-        d = H * dh
-        out[..., i * d:(i + 1) * d] = heads.reshape(B, T, d)
+    if fused == "q|k|v":
+        start = [0, H * dh, (H + KV) * dh][i]
+        out[..., start:start + n * dh] = heads.reshape(B, T, n * dh)
         return out
-    o = out.reshape(B, T, H, 3 * dh)
-    o[..., i * dh:(i + 1) * dh] = heads
-    return o.reshape(B, T, 3 * H * dh)
+    if fused == "per-head":
+        o = out.reshape(B, T, H, 3, dh)
+        o[..., i, :] = heads
+        return o.reshape(raw.shape)
+    g = H // KV
+    o = out.reshape(B, T, KV, g + 2, dh)
+    if i == 0:
+        o[..., :g, :] = heads.reshape(B, T, KV, g, dh)
+    else:
+        o[..., g + i - 1, :] = heads
+    return o.reshape(raw.shape)
 
 
 def kv_group(hf, component, head):

@@ -1,5 +1,7 @@
 """Model loading and architecture adapters (the only place that knows module names)."""
-from .adapters import ADAPTERS, Adapter, UnsupportedModelError
-from .load import Model, ModelLoadError, load_model
+from .adapters import ADAPTERS, Absent, Adapter, Location, UnsupportedModelError
+from .derive import DerivationError
+from .load import Model, ModelLoadError, load_model, register_scheme
 
-__all__ = ["ADAPTERS", "Adapter", "Model", "ModelLoadError", "UnsupportedModelError", "load_model"]
+__all__ = ["ADAPTERS", "Absent", "Adapter", "DerivationError", "Location", "Model", "ModelLoadError",
+           "UnsupportedModelError", "load_model", "register_scheme"]
