@@ -443,9 +443,12 @@ def _demo_model():
 
 def cmd_sitemap(args) -> int:
     import causalinterp as ci
-    model = ci.load_model(args.model) if args.model else _demo_model()
+    name = args.model or args.model_pos
+    model = ci.load_model(name) if name else _demo_model()
     print(model)
     print(model.site_map().to_string(index=False))
+    if model.adapter.notes:
+        print(f"notes: {model.adapter.notes}")
     return 0
 
 
@@ -640,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     it.set_defaults(func=cmd_init)
 
     sm = sub.add_parser("sitemap", help="load a model and print its canonical sites and the modules they live in")
+    sm.add_argument("model_pos", nargs="?", metavar="MODEL", help="same as --model")
     sm.add_argument("--model", help=f"{MODEL_HELP} (default: the shipped induction testbed)")
     sm.set_defaults(func=cmd_sitemap)
     return p
