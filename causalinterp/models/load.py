@@ -152,7 +152,7 @@ def register_scheme(scheme: str, loader) -> None:
     _SCHEMES[scheme] = loader
 
 
-def _from_pretrained(name: str, dtype, gguf_file: str | None):
+def _from_pretrained(name: str, dtype, gguf_file: str | None, want_tokenizer: bool = True):
     """A causal LM and (when it has one) its tokenizer, from a hub id, a folder, or a .gguf file."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from pathlib import Path
@@ -177,9 +177,14 @@ def _from_pretrained(name: str, dtype, gguf_file: str | None):
     except OSError as e:
         raise ModelLoadError(f"could not load {name!r} with from_pretrained: {e}. Check the id/path, "
                              "or that the weights are in the local Hugging Face cache when offline.") from e
+    if not want_tokenizer:
+        return hf, None
     try:
         tok = AutoTokenizer.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
-    except Exception:  # noqa: BLE001 - a model without a usable tokenizer still works on token ids
+    except Exception as e:  # noqa: BLE001 - a model without a usable tokenizer still works on token ids
+        import warnings
+        warnings.warn(f"no tokenizer could be loaded for {name!r} ({type(e).__name__}: {e}); the model works on "
+                      "token ids, or pass tokenizer=... to load_model", stacklevel=3)
         tok = None
     return hf, tok
 
@@ -209,7 +214,7 @@ def load_model(model_or_name, tokenizer=None, *, device="auto", dtype=None, remo
             nn_model = nnsight.LanguageModel(model_or_name)
             return Model(hf=nn_model._model, nn=nn_model, tokenizer=nn_model.tokenizer,
                          adapter=_table(nn_model._model.config), remote=True, name=name)
-        hf, tok = _from_pretrained(model_or_name, dtype, gguf_file)
+        hf, tok = _from_pretrained(model_or_name, dtype, gguf_file, want_tokenizer=tokenizer is None)
         tokenizer = tokenizer if tokenizer is not None else tok
     elif isinstance(model_or_name, PreTrainedModel):
         hf = model_or_name
