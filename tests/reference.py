@@ -199,12 +199,12 @@ def run_patched(hf, tokens, patches):
         mod = hf.get_submodule(path.format(l=layer))
 
         def replace(raw, component=component, head=head, pos=pos, values=values):
-            T = raw.shape[1]
-            idx = list(range(T)) if pos is None else pos
             if component in ("head_out", "q", "k", "v"):
-                heads = to_heads(hf, component, raw)
+                heads = to_heads(hf, component, raw)  # [1, T, heads, dh] whatever the raw layout
+                idx = list(range(heads.shape[1])) if pos is None else pos
                 heads[0, idx, kv_group(hf, component, head)] = values
                 return from_heads(hf, component, raw, heads)
+            idx = list(range(raw.shape[1])) if pos is None else pos
             new = raw.clone()
             new[0, idx] = values
             return new

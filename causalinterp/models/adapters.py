@@ -160,7 +160,8 @@ _GQA = "k/v sites of query head h act on its key/value group h // (n_heads / n_k
 
 def _llama() -> Adapter:
     return Adapter(
-        family="llama", model_types=("llama", "qwen2", "mistral", "gemma", "olmo", "granite"), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="llama", model_types=("llama", "qwen2", "mistral", "gemma", "olmo", "granite"), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes=_GQA + " Granite scales what the sublayers add by residual_multiplier: there "
                      "resid_mid = resid_pre + residual_multiplier * attn_out (likewise mlp_out).",
         components=_pre_norm("model.layers.{layer}"))
@@ -168,7 +169,8 @@ def _llama() -> Adapter:
 
 def _mixtral() -> Adapter:
     return Adapter(
-        family="mixtral", model_types=("mixtral",), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="mixtral", model_types=("mixtral",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes="mlp_out is the routed sum: the sparse MoE block's output, sum over the top-k experts of "
               "router weight x expert(x). Individual experts are not sites. " + _GQA,
         components=_pre_norm("model.layers.{layer}"))
@@ -176,7 +178,8 @@ def _mixtral() -> Adapter:
 
 def _qwen3() -> Adapter:
     return Adapter(
-        family="qwen3", model_types=("qwen3", "qwen3_moe"), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="qwen3", model_types=("qwen3", "qwen3_moe"), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes="q/k are the outputs of the per-head q_norm/k_norm (what the scores use, before RoPE). In qwen3_moe "
               "sparse layers mlp_out is the routed sum (the MoE block's output). " + _GQA,
         components=_pre_norm("model.layers.{layer}", q="q_norm", k="k_norm"))
@@ -200,7 +203,8 @@ _POST_NORM = ("attn_out/mlp_out are the outputs of post_attention_layernorm/post
 
 def _gemma2() -> Adapter:
     return Adapter(
-        family="gemma2", model_types=("gemma2",), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="gemma2", model_types=("gemma2",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes=_POST_NORM + " resid_mid is the input of pre_feedforward_layernorm. Logit soft-capping and sliding "
                            "windows act inside attention/lm_head and do not move any site. " + _GQA,
         components=_post_norm_components("model.layers.{layer}", "pre_feedforward_layernorm"))
@@ -208,7 +212,8 @@ def _gemma2() -> Adapter:
 
 def _gemma3() -> Adapter:
     return Adapter(
-        family="gemma3", model_types=("gemma3_text",), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="gemma3", model_types=("gemma3_text",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes=_POST_NORM + " resid_mid is the input of pre_feedforward_layernorm; q/k are the outputs of the "
                            "per-head q_norm/k_norm (laid out [batch, heads, pos, d_head]). " + _GQA,
         components=_post_norm_components("model.layers.{layer}", "pre_feedforward_layernorm", ("q_norm", "k_norm"),
@@ -217,7 +222,8 @@ def _gemma3() -> Adapter:
 
 def _olmo2() -> Adapter:
     return Adapter(
-        family="olmo2", model_types=("olmo2",), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+        family="olmo2", model_types=("olmo2",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
         notes=_POST_NORM + " OLMo 2 has no pre-norms: resid_mid is the MLP's input. q/k are the outputs of "
                            "q_norm/k_norm (normalized across all heads together). " + _GQA,
         components=_post_norm_components("model.layers.{layer}", "mlp", ("q_norm", "k_norm")))
@@ -226,7 +232,8 @@ def _olmo2() -> Adapter:
 def _phi3() -> Adapter:
     comps = _pre_norm("model.layers.{layer}")
     comps.update({c: Location("model.layers.{layer}.self_attn.qkv_proj", "output", "concat") for c in "qkv"})
-    return Adapter(family="phi3", model_types=("phi3",), layers="model.layers", final_norm="model.norm", unembed="lm_head",
+    return Adapter(family="phi3", model_types=("phi3",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head",
                    notes="q/k/v are slices of the fused qkv_proj output [q | k | v]. " + _GQA, components=comps)
 
 
@@ -285,7 +292,8 @@ def _cohere_config(a: Adapter, config) -> Adapter:
 def _cohere() -> Adapter:
     comps = _pre_norm("model.layers.{layer}", mid=None)
     comps["resid_mid"] = _parallel("Cohere", "always")
-    return Adapter(family="cohere", model_types=("cohere",), layers="model.layers", final_norm="model.norm", unembed="lm_head", components=comps,
+    return Adapter(family="cohere", model_types=("cohere",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head", components=comps,
                    configure=_cohere_config,
                    notes="Parallel attention: resid_post = resid_pre + attn_out + mlp_out; no resid_mid. With "
                          "use_qk_norm, q/k are the q_norm/k_norm outputs. " + _GQA)
@@ -302,7 +310,8 @@ def _stablelm_config(a: Adapter, config) -> Adapter:
 
 
 def _stablelm() -> Adapter:
-    return Adapter(family="stablelm", model_types=("stablelm",), layers="model.layers", final_norm="model.norm", unembed="lm_head", configure=_stablelm_config,
+    return Adapter(family="stablelm", model_types=("stablelm",), layers="model.layers",
+        final_norm="model.norm", unembed="lm_head", configure=_stablelm_config,
                    components=_pre_norm("model.layers.{layer}"),
                    notes="resid_mid exists unless use_parallel_residual=True; with qk_layernorm, q/k are the per-head "
                          "layer-norm outputs. " + _GQA)
