@@ -21,13 +21,12 @@ LAYERS = [
 ]
 # Being removed by the issues that own these areas; nothing may be added here.
 KNOWN_CYCLES = [
-    ["causalinterp.models.load", "causalinterp.testbeds", "causalinterp.testbeds.train"],
+    ["causalinterp.testbeds", "causalinterp.testbeds.train"],  # (models.load left this cycle: issue 17)
     ["causalinterp.stats.bootstrap", "causalinterp.stats.permutation"],
     ["causalinterp.report.html", "causalinterp.report.markdown", "causalinterp.result"],
     ["causalinterp.cli", "causalinterp.pytest_plugin"],
 ]
-KNOWN_UPWARD = ["causalinterp.result -> causalinterp.report.html", "causalinterp.result -> causalinterp.report.markdown",
-                "causalinterp.models.load -> causalinterp.testbeds"]
+KNOWN_UPWARD = ["causalinterp.result -> causalinterp.report.html", "causalinterp.result -> causalinterp.report.markdown"]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
