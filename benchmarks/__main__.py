@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from benchmarks.common import ROOT, machine, versions
 
-PARTS = ["recovery_induction", "recovery_ioi", "real_checkpoints", "calibration", "speed"]
+PARTS = ["recovery_induction", "recovery_ioi", "real_checkpoints", "calibration", "speed", "scale"]
 
 
 def run(parts=PARTS, small: bool = False, write: bool = True) -> dict:

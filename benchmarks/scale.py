@@ -26,7 +26,7 @@ def build(small: bool):
     torch.manual_seed(0)
     n_layer, d, T, n = (2, 32, 8, 8) if small else (6, 256, 24, 48)
     cfg = GPT2Config(n_layer=n_layer, n_head=4, n_embd=d, vocab_size=512, n_positions=64, resid_pdrop=0.0,
-                     embd_pdrop=0.0, attn_pdrop=0.0)
+                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     model = ci.load_model(GPT2LMHeadModel(cfg).eval())
     g = np.random.default_rng(0)
     clean = g.integers(1, 512, size=(n, T))
@@ -36,6 +36,18 @@ def build(small: bool):
                                       g.integers(1, 512, n).tolist())
     sites = ci.sites.head_out(positions=[-1, T // 2])
     return model, data, sites, (16 if small else 48)
+
+
+REPEATS = 3  # best of 3: other jobs share the cores, and the minimum is the least disturbed run
+
+
+def best_of(k: int, fn):
+    best, out = float("inf"), None
+    for _ in range(k):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
 
 
 def main(small: bool = False) -> dict:
@@ -49,9 +61,7 @@ def main(small: bool = False) -> dict:
     kw = dict(batch_size=rows, progress=False)
     plan = ci.plan(model, data, sites, batch_size=rows)
     ci.scan(model, data, sites, **kw)  # warm-up (the cached clean/corrupt runs are recomputed each scan)
-    t = time.perf_counter()
-    local = ci.scan(model, data, sites, **kw)
-    t_local = time.perf_counter() - t
+    t_local, local = best_of(REPEATS, lambda: ci.scan(model, data, sites, **kw))
 
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
@@ -67,9 +77,7 @@ def main(small: bool = False) -> dict:
             ci.scan(model, data, sites, executor=ex, **kw)  # first scan: actors start and load the model
             first = time.perf_counter() - t
             startup = ex.last_run["startup_s"]
-            t = time.perf_counter()
-            eff = ci.scan(model, data, sites, executor=ex, **kw)
-            warm = time.perf_counter() - t
+            warm, eff = best_of(REPEATS, lambda: ci.scan(model, data, sites, executor=ex, **kw))
             out["runs"].append({"workers": workers, "scan_s": warm, "speedup": t_local / warm,
                                 "overhead_per_unit_ms": 1e3 * (warm - t_local) / len(plan.units) if workers == 1 else None,
                                 "actor_startup_s": startup, "first_scan_s": first,
@@ -97,7 +105,7 @@ def to_markdown(r: dict) -> str:
             f"{r['columns']} columns x {r['prompts']} prompts = {r['units']} units of {r['rows_per_unit']} rows "
             f"({r['gflop']:.2f} GFLOP), random-weight GPT-2 shape; driver and every worker 1 torch thread, "
             f"{r['machine']['cpu_count']} cores (load average {la[0]:.1f} at start: the cores were shared). "
-            "Scan times with warm actors; balance = slowest worker's busy time / mean.\n\n"
+            f"Scan times: best of {REPEATS}, actors warm; balance = slowest worker's busy time / mean.\n\n"
             + md_table(rows) +
             f"\nRay start-up, separately: `ray.init` {r['ray_init_s']:.1f} s; actors starting and loading the "
             f"model: {startup}.\n")
