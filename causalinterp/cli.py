@@ -1,4 +1,4 @@
-"""Command line: ``causalinterp run | scan | report | replicate | demo | init | sitemap``.
+"""Command line: ``causalinterp run | scan | report | replicate | demo | init | sitemap | schema``.
 
 Every command calls the same Python API (`causalinterp.run_all`, `causalinterp.report`) and writes
 DIR/index.html, DIR/report.md and DIR/results.json, then prints where the report is and a verdict table.
@@ -452,6 +452,13 @@ def cmd_sitemap(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    """Print the JSON Schema of hypothesis files (for editors: VS Code's YAML extension and others)."""
+    from .spec.files import hypothesis_json_schema
+    print(json.dumps(hypothesis_json_schema(), indent=1))
+    return 0
+
+
 from .examples import HYPOTHESES as EXAMPLES  # noqa: E402 - package data: the example hypotheses
 DEMO_TESTBEDS = ("induction", "ioi")
 
@@ -646,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("model_pos", nargs="?", metavar="MODEL", help="same as --model")
     sm.add_argument("--model", help=f"{MODEL_HELP} (default: the shipped induction testbed)")
     sm.set_defaults(func=cmd_sitemap)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of hypothesis files (causalinterp schema > "
+                                       "hypothesis.schema.json)",
+                        description="Print the JSON Schema of hypothesis files (YAML/JSON) on stdout, for editors "
+                                    "that complete and check files against a schema (e.g. VS Code's YAML extension "
+                                    "with `# yaml-language-server: $schema=./hypothesis.schema.json`).")
+    sc.set_defaults(func=cmd_schema)
     return p
 
 

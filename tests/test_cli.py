@@ -115,7 +115,7 @@ def test_model_override(yaml_file, tmp_path, capsys):
 @pytest.mark.parametrize("case,content,expect", [
     ("missing file", None, "no such file or directory"),
     ("invalid yaml", "name: x\nsites: [resid_pre\n", "line 3: not valid YAML"),
-    ("bad site name", {"component": "resid_foo", "layers": [0]}, "field 'sites': unknown component 'resid_foo'"),
+    ("bad site name", {"component": "resid_foo", "layers": [0]}, "field sites.component: 'resid_foo' is not one of"),
     ("layer out of range", {"component": "resid_pre", "layers": [7]}, "layer 7 does not exist"),
     ("unknown model", "testbed:no-such-model", "no testbed 'no-such-model'"),
 ])

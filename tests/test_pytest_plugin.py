@@ -262,7 +262,7 @@ def test_invalid_yaml_is_a_clear_collection_error(pytester):
     res.assert_outcomes(errors=2)
     out = res.stdout.str()
     res.stdout.fnmatch_lines(["*invalid hypothesis file: *hyp_syntax.yaml line *: not valid YAML*"])
-    res.stdout.fnmatch_lines(["*hyp_field.yaml, hypothesis 1 ('bad claim'), field 'claim': recovers: at_least must be*"])
+    res.stdout.fnmatch_lines(["*hyp_field.yaml, hypothesis 1 ('bad claim'), line 5, field claim: recovers: at_least must be*"])
     assert "Traceback" not in out
 
 

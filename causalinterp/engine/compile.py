@@ -17,7 +17,8 @@ from ..models.load import Model, load_model
 from ..spec.data import ContrastSet, DataError
 from ..spec.interventions import Intervention, patch
 from ..spec.metrics import Metric, MetricError, logit_diff
-from ..spec.sites import ALL, Site, SiteError, SiteSet
+from ..spec.schema import Bool, NonNegInt, Seed, check_value
+from ..spec.sites import ALL, Site, SiteError, SiteSet, check_distinct
 from . import plan as P
 from .fingerprint import digest, tokenizer_hash, weights_hash
 from .unit import keep_index, logits_at, trace_kwargs
@@ -40,8 +41,7 @@ def _resolve_sites(model: Model, data: ContrastSet, sites) -> tuple[Site, ...]:
         raise SiteError("the site set is empty")
     for s in resolved:
         model.location(s.component, s.layer)  # clear error for components the architecture lacks
-    if len(set(resolved)) != len(resolved):
-        raise SiteError("the site set lists the same site twice; remove the duplicates")
+    check_distinct(resolved, data)  # aliases ("end" and -1) resolved per prompt before comparing
     return resolved
 
 
@@ -78,7 +78,8 @@ def _can_skip(model: Model) -> bool:
         hook = block.register_forward_hook(lambda m, a, o: seen.update(tensor=isinstance(o, torch.Tensor)))
         try:
             with torch.no_grad():
-                model.hf(torch.zeros(1, 1, dtype=torch.long, device=model.device))
+                one = torch.zeros(1, 1, dtype=torch.long, device=model.device)
+                model.hf(one, attention_mask=torch.ones_like(one))
         finally:
             hook.remove()
         model._block_output_is_tensor = seen.get("tensor", False)
@@ -119,10 +120,11 @@ def _check_inputs(model, data, intervention, metric, n_random):
     if not isinstance(metric, Metric):
         raise ScanError("metric must come from ci.metrics (e.g. ci.metrics.logit_diff())")
     data.check_vocab(model.vocab_size)
+    cfg = model.config
+    data.check_context(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None))
     if metric.needs_wrong and data.wrong is None:
         raise MetricError("logit_diff needs wrong answers: pass wrong=... to the ContrastSet, or use metrics.logprob()")
-    if n_random and n_random < 0:
-        raise ScanError("n_random must be >= 0")
+    check_value(NonNegInt, n_random, ScanError, "n_random")
     if intervention.kind == "resample" and data.n == 1:
         raise ScanError("resample ablation needs at least 2 prompts (it takes activations from another prompt)")
     return model, intervention, metric
@@ -138,6 +140,8 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
     the plan is pure data (``plan.to_json()``) and says what each unit costs in FLOPs and bytes.
     """
     model, intervention, metric = _check_inputs(model, data, intervention, metric, n_random)
+    seed = check_value(Seed, seed, ScanError, "seed")
+    joint = check_value(Bool, joint, ScanError, "joint")
     site_list = _resolve_sites(model, data, sites)
     n = data.n
 
@@ -232,7 +236,7 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys,
         keep, inverse = keep_index(rp)
         locs = [(k, model.location(*k)) for k in keys]
         with torch.inference_mode():
-            with model.nn.trace(toks, **trace_kwargs(model, keep.to(model.device))):
+            with model.nn.trace(toks, **trace_kwargs(model, keep.to(model.device), toks)):
                 saved = []
                 for key, loc in locs:
                     env = model.envoy(loc.module)
@@ -293,11 +297,31 @@ def _means(source: dict, sites, used, positions, lengths: torch.Tensor) -> dict:
     return out
 
 
-def _resample_sources(n: int, n_columns: int, seed: int) -> np.ndarray:
-    """For each column and prompt, another prompt to take the activation from (never itself when n > 1)."""
+def _resample_sources(n: int, n_columns: int, seed: int, lengths=None) -> np.ndarray:
+    """For each column and prompt, another prompt to take the activation from (never itself when n > 1).
+
+    With `lengths` (a site at every position), the source has the same length as the prompt, so no padding
+    activation is ever written into a real position; a prompt whose length no other prompt has is refused.
+    """
     rng = np.random.default_rng(seed)
-    shift = rng.integers(1, n, size=(n_columns, n))
-    return (np.arange(n)[None, :] + shift) % n
+    if n == 1:
+        raise ScanError("resample ablation needs at least 2 prompts (it takes activations from another prompt)")
+    if lengths is None or len(set(lengths)) == 1:
+        shift = rng.integers(1, n, size=(n_columns, n))
+        return (np.arange(n)[None, :] + shift) % n
+    lengths = np.asarray(lengths)
+    out = np.empty((n_columns, n), dtype=int)
+    for L in np.unique(lengths):
+        group = np.flatnonzero(lengths == L)
+        if len(group) == 1:
+            raise ScanError(f"resample ablation at positions='all' takes a whole sequence of activations from another "
+                            f"prompt of the same length (a shorter or longer one would write padding or drop "
+                            f"tokens), but prompt {group[0]} is the only prompt with {L} tokens. Add prompts of that "
+                            "length, use prompts of one length, ablate at named positions (e.g. 'end'), or use "
+                            "mean ablation")
+        shift = rng.integers(1, len(group), size=(n_columns, len(group)))
+        out[:, group] = group[(np.arange(len(group))[None, :] + shift) % len(group)]
+    return out
 
 
 def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | None = None) -> Context:
@@ -338,7 +362,10 @@ def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | Non
         source = clean_cache if ref_run == "clean" else corrupt_cache
     positions = [(_site_positions(data, s) if u else None) for s, u in zip(sites, used)]
     means = _means(source, sites, used, positions, torch.tensor(data.lengths)) if kind == "mean" else None
-    resample_from = _resample_sources(n, len(columns), intervention.seed) if kind == "resample" else None
+    resample_from = None
+    if kind == "resample":  # a whole sequence ("all") only from prompts of the same length
+        whole = any(u and s.position == ALL for s, u in zip(sites, used))
+        resample_from = _resample_sources(n, len(columns), intervention.seed, data.lengths if whole else None)
     if kind in ("zero", "mean"):
         source = None  # units need only the means (or nothing): keep the context small
     return Context(key=the_plan.key, sites=tuple(sites), member=member, positions=positions, read_pos=read_pos,

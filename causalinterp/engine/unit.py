@@ -28,13 +28,19 @@ class _Group:
     writes: list  # (component, rows, positions or None for all, head or None, values)
 
 
-def trace_kwargs(model: Model, keep: torch.Tensor) -> dict:
-    """Compute logits only at the positions the metric reads, where the model supports it."""
+def trace_kwargs(model: Model, keep: torch.Tensor, tokens: torch.Tensor) -> dict:
+    """Compute logits only at the positions the metric reads, where the model supports it.
+
+    The attention mask is all ones: prompts are right-padded and attention is causal, so no real token
+    sees padding (and transformers computes exactly what it computes without a mask); passing it says so,
+    instead of transformers warning that the input may be padded."""
     kwargs = {}
     if "logits_to_keep" in inspect.signature(model.hf.forward).parameters:
         kwargs["logits_to_keep"] = keep
     if model.remote:
         kwargs["remote"] = True
+    else:
+        kwargs["attention_mask"] = torch.ones_like(tokens)
     return kwargs
 
 
@@ -114,7 +120,8 @@ def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups:
     dev = model.device
     skip = [t.to(dev) for t in skip]
     with torch.inference_mode():
-        with model.nn.trace(tokens.to(dev), **trace_kwargs(model, keep.to(dev))):
+        toks = tokens.to(dev)
+        with model.nn.trace(toks, **trace_kwargs(model, keep.to(dev), toks)):
             for layer, out in enumerate(skip):
                 model.envoy(f"{model.adapter.layers}.{layer}").skip(out)
             for g in groups:

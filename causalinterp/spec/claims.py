@@ -10,8 +10,12 @@
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from .schema import CLAIM_CONFIG, Bool, Float, PosInt
 
 __all__ = ["Claim", "ClaimError", "Recovers", "HasEffect", "NoEffect", "BeatsRandom",
            "recovers", "has_effect", "no_effect", "beats_random", "DIRECTIONS"]
@@ -43,6 +47,8 @@ def _number(name: str, value) -> float:
 class Claim:
     """Base class of claims; `kind` names the claim in serialised form."""
 
+    __pydantic_config__ = CLAIM_CONFIG
+
     kind: ClassVar[str] = ""
     _registry: ClassVar[dict] = {}
 
@@ -56,20 +62,11 @@ class Claim:
         return {"kind": self.kind, **asdict(self)}
 
     @staticmethod
-    def from_dict(d: dict) -> "Claim":
-        """Inverse of `to_dict` (validates the fields)."""
-        if not isinstance(d, dict) or "kind" not in d:
-            raise ClaimError(f"a claim dict needs a 'kind' field (one of {sorted(Claim._registry)}); got {d!r}")
-        kind = d["kind"]
-        if kind not in Claim._registry:
-            raise ClaimError(f"unknown claim kind {kind!r}; choose one of {sorted(Claim._registry)}")
-        cls = Claim._registry[kind]
-        fields = {k: v for k, v in d.items() if k != "kind"}
-        allowed = set(cls.__dataclass_fields__)
-        extra = set(fields) - allowed
-        if extra:
-            raise ClaimError(f"claim {kind!r} has no field(s) {sorted(extra)}; its fields are {sorted(allowed)}")
-        return cls(**fields)
+    def from_dict(d) -> "Claim":
+        """Inverse of `to_dict` (or a kind name), validated like a file: unknown kinds and fields, and values of
+        the wrong type, are errors."""
+        from .files import ClaimSpec, validate
+        return validate(ClaimSpec, d, ClaimError, "claim")
 
     def describe(self) -> str:  # pragma: no cover - overridden
         return self.kind
@@ -87,7 +84,7 @@ class Recovers(Claim):
     """
 
     kind: ClassVar[str] = "recovers"
-    at_least: float = 0.5
+    at_least: Float = 0.5
 
     def __post_init__(self):
         v = _number("recovers: at_least", self.at_least)
@@ -123,9 +120,9 @@ class HasEffect(Claim):
     """
 
     kind: ClassVar[str] = "has_effect"
-    direction: str = "any"
-    margin: float = 0.1
-    relative: bool = True
+    direction: Literal["any", "increase", "decrease"] = "any"
+    margin: Float = 0.1
+    relative: Bool = True
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -146,8 +143,8 @@ class NoEffect(Claim):
     """
 
     kind: ClassVar[str] = "no_effect"
-    margin: float = 0.1
-    relative: bool = True
+    margin: Float = 0.1
+    relative: Bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "margin", _check_margin("no_effect", self.margin, self.relative))
@@ -165,9 +162,11 @@ class BeatsRandom(Claim):
     """
 
     kind: ClassVar[str] = "beats_random"
-    n_random: int = 200
+    n_random: PosInt = 200
 
     def __post_init__(self):
+        if isinstance(self.n_random, np.integer) and not isinstance(self.n_random, bool):
+            object.__setattr__(self, "n_random", int(self.n_random))
         if isinstance(self.n_random, bool) or not isinstance(self.n_random, int) or self.n_random < 1:
             raise ClaimError(f"beats_random: n_random must be a positive int (e.g. 200; at least 20 for "
                              f"alpha=0.05), got {self.n_random!r}")

@@ -15,6 +15,13 @@ class DataError(ValueError):
     """A contrast set that cannot be used as given; the message names the prompt and the fix."""
 
 
+def _token(t, what: str) -> int:
+    """A token id as an int: numpy/torch ints are fine; floats and booleans are refused (no silent rounding)."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        raise DataError(f"{what} is {t!r} ({type(t).__name__}); token ids and positions must be integers")
+    return int(t)
+
+
 def _as_rows(x, what: str) -> tuple[tuple[int, ...], ...]:
     if isinstance(x, torch.Tensor):
         x = x.tolist()
@@ -30,7 +37,7 @@ def _as_rows(x, what: str) -> tuple[tuple[int, ...], ...]:
             raise DataError(f"{what}[{i}] must be a list of token ids; for text use ContrastSet.from_text(tokenizer, ...)")
         if len(row) == 0:
             raise DataError(f"{what}[{i}] is empty: every prompt needs at least one token")
-        rows.append(tuple(int(t) for t in row))
+        rows.append(tuple(_token(t, f"{what}[{i}][{j}]") for j, t in enumerate(row)))
     return tuple(rows)
 
 
@@ -39,7 +46,7 @@ def _per_prompt(x, n: int, what: str) -> tuple[int, ...] | None:
         return None
     if isinstance(x, (torch.Tensor, np.ndarray)):
         x = x.reshape(-1).tolist() if x.ndim <= 1 else x.tolist()
-    if isinstance(x, (int, np.integer)):
+    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
         return (int(x),) * n
     x = list(x)
     if len(x) != n:
@@ -51,7 +58,7 @@ def _per_prompt(x, n: int, what: str) -> tuple[int, ...] | None:
                 raise DataError(f"{what}[{i}] is {len(a)} tokens {list(a)}; the metric reads one next token. "
                                 "Use a single-token answer (for text answers, often with a leading space).")
             a = a[0]
-        out.append(int(a))
+        out.append(_token(a, f"{what}[{i}]"))
     return tuple(out)
 
 
@@ -97,7 +104,9 @@ class ContrastSet:
         for key, idx in dict(self.positions).items():
             if key in ("all",):
                 raise DataError("'all' is reserved (it means every position at once); rename that position")
-            idx = tuple(int(i) for i in idx)
+            if isinstance(idx, (int, np.integer)) and not isinstance(idx, (bool, np.bool_)):
+                idx = (idx,) * n
+            idx = tuple(_token(i, f"named position {key!r}[{j}]") for j, i in enumerate(idx))
             if len(idx) != n:
                 raise DataError(f"named position {key!r} has {len(idx)} entries for {n} prompts")
             fixed = []
@@ -130,7 +139,17 @@ class ContrastSet:
         """Tokenise prompts (no special tokens added); answers must each be exactly one token."""
         if isinstance(clean, str) or isinstance(corrupt, str):
             raise DataError("clean/corrupt must be lists of strings, not a single string")
-        enc = lambda texts: [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # noqa: E731
+        unk = getattr(tokenizer, "unk_token_id", None)
+        unk_text = getattr(tokenizer, "unk_token", None)
+
+        def encode(t, what):
+            ids = tokenizer.encode(t, add_special_tokens=False)
+            if unk is not None and unk in ids and not (unk_text and unk_text in t):
+                pieces = tokenizer.convert_ids_to_tokens(ids) if hasattr(tokenizer, "convert_ids_to_tokens") else ids
+                raise DataError(f"{what} ({t!r}) contains text the tokenizer does not know: it became the unknown "
+                                f"token {unk_text!r} ({pieces}). Every unknown word would be the same token, so the "
+                                "prompts would silently lose information; use words in the tokenizer's vocabulary")
+            return ids
 
         def one_token(texts, what):
             if texts is None:
@@ -139,7 +158,7 @@ class ContrastSet:
                 texts = [texts] * len(clean)
             out = []
             for i, t in enumerate(texts):
-                ids = tokenizer.encode(t, add_special_tokens=False)
+                ids = encode(t, f"{what} {i}")
                 if len(ids) != 1:
                     pieces = tokenizer.convert_ids_to_tokens(ids) if hasattr(tokenizer, "convert_ids_to_tokens") else ids
                     raise DataError(f"{what}[{i}] = {t!r} is {len(ids)} tokens {pieces}; the metric reads one next "
@@ -148,8 +167,9 @@ class ContrastSet:
                 out.append(ids[0])
             return out
 
-        return cls.from_tokens(enc(clean), enc(corrupt), one_token(answer, "answer"), one_token(wrong, "wrong"),
-                               positions, clusters, name)
+        return cls.from_tokens([encode(t, f"clean prompt {i}") for i, t in enumerate(clean)],
+                               [encode(t, f"corrupt prompt {i}") for i, t in enumerate(corrupt)],
+                               one_token(answer, "answer"), one_token(wrong, "wrong"), positions, clusters, name)
 
     # --- views ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -168,9 +188,15 @@ class ContrastSet:
         L = len(self.clean[prompt])
         if isinstance(position, str):
             if position not in self.positions:
-                raise DataError(f"unknown named position {position!r}; this data has {sorted(self.positions)}")
+                from .schema import did_you_mean
+                raise DataError(f"unknown named position {position!r}{did_you_mean(position, self.positions)}; "
+                                f"this data has {sorted(self.positions)}")
             return self.positions[position][prompt]
-        return int(position) % L
+        p = _token(position, "position")
+        if not -L <= p < L:
+            raise DataError(f"position {p} is out of range for prompt {prompt}, which has {L} tokens (valid: "
+                            f"{-L}..{L - 1}; negative positions count from the prompt's end)")
+        return p % L
 
     def tokens(self, which: str, pad: int = 0) -> torch.Tensor:
         """Right-padded [n, T_max] tensor of the clean or corrupt prompts."""
@@ -187,6 +213,16 @@ class ContrastSet:
         pick = lambda t: None if t is None else tuple(t[i] for i in idx)  # noqa: E731
         return ContrastSet(pick(self.clean), pick(self.corrupt), pick(self.answer), pick(self.wrong),
                            {k: pick(v) for k, v in self.positions.items()}, pick(self.clusters), self.name)
+
+    def check_context(self, max_len: int | None) -> None:
+        """Clear error when a prompt is longer than the model's context (positions beyond it do not exist)."""
+        if max_len is None:
+            return
+        L = max(self.lengths)
+        if L > max_len:
+            i = self.lengths.index(L)
+            raise DataError(f"prompt {i} has {L} tokens but the model's context holds {max_len}; shorten the "
+                            "prompts (or use a model with a longer context)")
 
     def check_vocab(self, vocab_size: int) -> None:
         """Clear error when a token id does not exist in the model's vocabulary."""
@@ -211,5 +247,6 @@ class ContrastSet:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ContrastSet":
-        return cls.from_tokens(d["clean"], d["corrupt"], d["answer"], d.get("wrong"), d.get("positions"),
-                               d.get("clusters"), d.get("name", ""))
+        """Inverse of `to_dict`, validated like a file (unknown keys and wrong types are errors)."""
+        from .files import ContrastSetSpec, validate
+        return validate(ContrastSetSpec, d, DataError, "data")

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from .schema import SPEC_CONFIG, Position, check_fields, did_you_mean
+
 KINDS = ("logit_diff", "logprob", "prob", "kl_to_clean", "accuracy")
+Kind = Literal["logit_diff", "logprob", "prob", "kl_to_clean", "accuracy"]
 
 
 class MetricError(ValueError):
@@ -16,12 +20,19 @@ class MetricError(ValueError):
 class Metric:
     """What is measured: `kind` at token `position` (an int or a named position of the data)."""
 
-    kind: str
-    position: int | str = "end"
+    __pydantic_config__ = SPEC_CONFIG
+
+    kind: Kind
+    position: Position = "end"
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise MetricError(f"unknown metric {self.kind!r}; choose one of {', '.join(KINDS)}")
+            raise MetricError(f"unknown metric {self.kind!r}{did_you_mean(self.kind, KINDS)}; choose one of "
+                              f"{', '.join(KINDS)}")
+        check_fields(self, MetricError, f"metric {self.kind!r}")
+        if self.position == "all":
+            raise MetricError(f"metric {self.kind!r}: position 'all' is for sites; a metric reads the next-token "
+                              "logits at one position per prompt (e.g. 'end', a named position or an int)")
 
     @property
     def needs_wrong(self) -> bool:
@@ -52,8 +63,10 @@ class Metric:
         return {"kind": self.kind, "position": self.position}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Metric":
-        return cls(d["kind"], d.get("position", "end"))
+    def from_dict(cls, d) -> "Metric":
+        """Inverse of `to_dict` (or a kind name), validated like a file."""
+        from .files import MetricSpec, validate
+        return validate(MetricSpec, d, MetricError, "metric")
 
 
 def logit_diff(position: int | str = "end") -> Metric:

@@ -7,12 +7,13 @@ and a contrast set only at scan time, so it can be written before either exists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Literal, Optional, Sequence
 
-Position = Union[int, str]
+from .schema import SPEC_CONFIG, NonNegInt, Position, check_fields
 
 COMPONENTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "q", "k", "v")
 HEAD_COMPONENTS = ("head_out", "q", "k", "v")
+Component = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "q", "k", "v"]
 ALL = "all"  # the position that means "every position at once"
 
 
@@ -28,20 +29,23 @@ class Site:
     position of the contrast set (e.g. ``"end"``, ``"S2"``), or ``"all"``.
     """
 
-    component: str
-    layer: int
-    head: int | None = None
+    __pydantic_config__ = SPEC_CONFIG
+
+    component: Component
+    layer: NonNegInt
+    head: Optional[NonNegInt] = None
     position: Position = ALL
 
     def __post_init__(self):
         if self.component not in COMPONENTS:
-            raise SiteError(f"unknown component {self.component!r}; choose one of {', '.join(COMPONENTS)}")
+            from .schema import did_you_mean
+            raise SiteError(f"unknown component {self.component!r}{did_you_mean(self.component, COMPONENTS)}; "
+                            f"choose one of {', '.join(COMPONENTS)}")
+        check_fields(self, SiteError)
         if self.component in HEAD_COMPONENTS and self.head is None:
             raise SiteError(f"component {self.component!r} needs a head index, e.g. Site({self.component!r}, layer, head)")
         if self.component not in HEAD_COMPONENTS and self.head is not None:
             raise SiteError(f"component {self.component!r} has no heads; use head_out/q/k/v for per-head sites")
-        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
-            raise SiteError(f"layer must be an int, got {self.layer!r}")
 
     @property
     def label(self) -> str:
@@ -54,15 +58,33 @@ class Site:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Site":
-        return cls(d["component"], int(d["layer"]), d.get("head"), d.get("position", ALL))
+        """Inverse of `to_dict`, validated like a file (unknown keys and wrong types are errors)."""
+        from .files import validate
+        return validate(cls, d, SiteError, "site")
 
 
 def _tuple_or_none(x) -> tuple | None:
     if x is None:
         return None
-    if isinstance(x, (int, str)):
+    if isinstance(x, (int, str)) or not isinstance(x, Iterable):
         return (x,)
     return tuple(x)
+
+
+def check_distinct(sites: Sequence[Site], data) -> None:
+    """Refuse two sites that are the same activations in every prompt of `data` (a `ContrastSet`), e.g.
+    position ``"end"`` and ``-1``: they would be tested twice and counted twice in the correction."""
+    seen: dict = {}
+    for s in sites:
+        where = ALL if s.position == ALL else tuple(data.position_index(s.position, i) for i in range(data.n))
+        key = (s.component, s.layer, s.head, where)
+        if key in seen:
+            first = seen[key]
+            same = "" if first == s else (f" (position {first.position!r} and {s.position!r} are the same token in "
+                                          "every prompt)")
+            raise SiteError(f"the site set lists the same site twice: {first.label} and {s.label}{same}; remove one "
+                            "(a duplicate would be tested twice and counted twice in the correction)")
+        seen[key] = s
 
 
 @dataclass(frozen=True)
@@ -73,17 +95,31 @@ class SiteSet:
     every one, one site each) or an explicit tuple of `Site`s.
     """
 
-    component: str | None = None
-    layers: tuple | None = None
-    heads: tuple | None = None
-    positions: tuple | None = None
-    explicit: tuple[Site, ...] = field(default=())
+    component: Optional[Component] = None
+    layers: Optional[tuple[NonNegInt, ...]] = None
+    heads: Optional[tuple[NonNegInt, ...]] = None
+    positions: Optional[tuple[Position, ...]] = None
+    explicit: tuple = field(default=())
 
     def __post_init__(self):
+        for i, s in enumerate(self.explicit):
+            if not isinstance(s, Site):
+                hint = (f"; for heads use ci.sites.heads([{tuple(s)!r}, ...])" if isinstance(s, (tuple, list))
+                        and len(s) == 2 else "")
+                raise SiteError(f"site {i} is a {type(s).__name__} {s!r}, not a ci.Site: build sites with "
+                                f"ci.Site(component, layer, head, position){hint}")
         if self.component is None and not self.explicit:
             raise SiteError("an empty SiteSet: give a component grid or a list of sites")
         if self.component is not None and self.component not in COMPONENTS:
-            raise SiteError(f"unknown component {self.component!r}; choose one of {', '.join(COMPONENTS)}")
+            from .schema import did_you_mean
+            raise SiteError(f"unknown component {self.component!r}{did_you_mean(self.component, COMPONENTS)}; "
+                            f"choose one of {', '.join(COMPONENTS)}")
+        for name in ("layers", "heads", "positions"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, _tuple_or_none(v))
+        check_fields(self, SiteError, "sites")
+        object.__setattr__(self, "explicit", tuple(self.explicit))
 
     def resolve(self, n_layers: int, n_heads: int, seq_lens: Sequence[int], named: Iterable[str] = ()) -> tuple[Site, ...]:
         """Concrete sites in column order, checked against the model's size and the data."""
@@ -109,6 +145,7 @@ class SiteSet:
                     raise SiteError(f"heads= given for {self.component!r}, which has no heads")
                 sites = tuple(Site(self.component, l, None, p) for l in layers for p in positions)
         min_len = min(seq_lens)
+        shortest = list(seq_lens).index(min_len)
         for s in sites:
             if not 0 <= s.layer < n_layers:
                 raise SiteError(f"{s.label}: layer {s.layer} does not exist; the model has layers 0..{n_layers - 1}")
@@ -118,8 +155,8 @@ class SiteSet:
                 if s.position not in named:
                     raise SiteError(f"{s.label}: unknown named position {s.position!r}; the data has {sorted(named)}")
             elif not -min_len <= s.position < min_len:
-                raise SiteError(f"{s.label}: position {s.position} is out of range for the shortest prompt "
-                                f"({min_len} tokens)")
+                raise SiteError(f"{s.label}: position {s.position} is out of range for prompt {shortest}, which has "
+                                f"{min_len} tokens (positions {-min_len}..{min_len - 1} exist in every prompt)")
         return tuple(sites)
 
     def to_dict(self) -> dict:
@@ -130,10 +167,9 @@ class SiteSet:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SiteSet":
-        if "sites" in d:
-            return cls(explicit=tuple(Site.from_dict(s) for s in d["sites"]))
-        return cls(d["component"], _tuple_or_none(d.get("layers")), _tuple_or_none(d.get("heads")),
-                   _tuple_or_none(d.get("positions")))
+        """The file form (a grid, ``{sites: [...]}`` or ``{heads: [[l, h], ...]}``), validated like a file."""
+        from .files import SitesSpec, validate
+        return validate(SitesSpec, d, SiteError, "sites")
 
 
 def _list(t):
@@ -174,7 +210,13 @@ def heads(pairs: Iterable[tuple[int, int]], positions: Position | Sequence[Posit
           component: str = "head_out") -> SiteSet:
     """Explicit heads, e.g. ``heads([(9, 9), (9, 6)], positions="end")``; one site per head x position."""
     positions = _tuple_or_none(positions)
-    return SiteSet(explicit=tuple(Site(component, int(l), int(h), p) for l, h in pairs for p in positions))
+    pairs = list(pairs)
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(tuple(pair)) != 2:
+            raise SiteError(f"heads: entry {i} is {pair!r}; give (layer, head) pairs, e.g. heads([(1, 2), (0, 3)])")
+    if component not in HEAD_COMPONENTS:
+        raise SiteError(f"heads: component {component!r} has no heads; use one of {', '.join(HEAD_COMPONENTS)}")
+    return SiteSet(explicit=tuple(Site(component, l, h, p) for l, h in map(tuple, pairs) for p in positions))
 
 
 def explicit(sites: Iterable[Site]) -> SiteSet:
