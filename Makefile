@@ -3,14 +3,19 @@
 # multi-GB CUDA build), then the package in editable mode with its dev extra.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pip repeats "WARNING: Location '...' is ignored" for every package when a configured find-links directory
+# does not exist on this machine; drop those lines, keeping pip's exit status (pipefail) and everything else.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --upgrade pip $(QUIET_PIP)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c .ci/constraints.txt torch==2.13.0 $(QUIET_PIP)
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev]' $(QUIET_PIP)
 	touch $@
 
 # The extras for building and checking the wheel (build, twine).

@@ -43,6 +43,6 @@ def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package d
         import importlib
         return importlib.import_module(f".{name}", __name__)
     if name == "hypothesis":  # the pytest-plugin decorator
-        from .pytest_plugin import hypothesis
+        from .session import hypothesis
         return hypothesis
     raise AttributeError(f"module 'causalinterp' has no attribute {name!r}")

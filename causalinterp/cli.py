@@ -3,8 +3,13 @@
 Every command calls the same Python API (`causalinterp.run_all`, `causalinterp.report`) and writes
 DIR/index.html, DIR/report.md and DIR/results.json, then prints where the report is and a verdict table.
 
+Everything is checked before any model loads: ``--out`` must be a writable directory and every hypothesis
+file is validated completely.  If writing the report fails after the compute, results.json is saved in a
+fresh directory and the error says where.
+
 Exit codes: 0 when the command ran (verdicts are data, not errors); 2 on usage or input errors (missing
-file, invalid YAML, unknown model, bad site name ...), reported as one line ``causalinterp: error: ...``;
+file, invalid YAML, unknown model, bad site name ...), reported as ``causalinterp: error: ...`` (one line
+per problem);
 with ``--strict``, 1 when any hypothesis is not supported (refuted, null or inconclusive), as
 ``pytest --causal-strict`` fails them.  ``--traceback`` shows the full traceback of an error.
 """
@@ -16,9 +21,11 @@ import sys
 from pathlib import Path
 
 from ._version import __version__
+# failure_message, site_table_text, verdict_lines, write_reports are importable from here as before.
+from .report.text import failure_message, site_table_text, verdict_lines  # noqa: F401
+from .session import SESSION_SCHEMA, write_reports  # noqa: F401
 
 HYPOTHESIS_SUFFIXES = (".yaml", ".yml", ".json", ".py")
-SESSION_SCHEMA = "causalinterp.session/1"
 
 
 class UsageError(ValueError):
@@ -29,95 +36,16 @@ def _eprint(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- output shared with the pytest plugin
+# ----------------------------------------------------------------------------- output
 
-def _short_quantity(result) -> str:
-    return (result.evaluation.quantity or "").split(" (")[0].split(" vs ")[0]
-
-
-def _p_of(result):
-    t = result.table
-    if len(t) == 1:
-        return t["p_adj"].iloc[0]
-    import pandas as pd
-    p = pd.to_numeric(t["p_adj"], errors="coerce")
-    return p.min() if p.notna().any() else None
-
-
-def verdict_lines(results) -> tuple[str, list[str], str]:
-    """A header, one line per result (verdict, name, estimate [CI], p, n) and a line of counts."""
-    from .report.table import estimate_text, fmt_p, site_summary
-    cells = []
-    for r in results:
-        e = r.evaluation
-        if e.estimate is not None:
-            est = f"{_short_quantity(r)} {estimate_text(r)}".strip() + f" ({100 * e.confidence_level:g}%)"
-            p = fmt_p(_p_of(r))
-        else:
-            est, p = site_summary(r), f"min {fmt_p(_p_of(r))}"
-        name = r.name if len(r.name) <= 48 else r.name[:47] + "\u2026"
-        cells.append((r.verdict.upper(), name, est, p, str(e.n_prompts)))
-    heads = ("verdict", "hypothesis", "estimate [CI]", "p", "n")
-    w = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
-
-    def line(c):
-        return f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:<{w[2]}}  {c[3]:>{w[3]}}  {c[4]:>{w[4]}}"
-
-    counts: dict = {}
-    for r in results:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    order = ["supported", "refuted", "null", "inconclusive"]
-    footer = f"{len(results)} hypothes{'is' if len(results) == 1 else 'es'}: " + ", ".join(
-        f"{counts[v]} {v}" for v in order + sorted(set(counts) - set(order)) if counts.get(v))
-    return line(heads), [line(c) for c in cells], footer
-
-
-def site_table_text(result, max_rows: int = 20) -> str:
-    """The per-site statistics table as text (reading order; at most `max_rows` rows)."""
-    from .report.table import fmt, fmt_p, top_rows
-    t, left = top_rows(result.table, max_rows)
-    cols = ["site", "n", "estimate", "ci_low", "ci_high", "p", "p_adj", "verdict", "flag"]
-    rows = [cols]
-    for _, row in t.iterrows():
-        flag = row.get("flag")
-        rows.append([str(row["site"]), str(row["n"]), fmt(row["estimate"]), fmt(row["ci_low"]), fmt(row["ci_high"]),
-                     fmt_p(row["p"]), fmt_p(row["p_adj"]), str(row["verdict"]).upper(),
-                     flag if isinstance(flag, str) and flag else ""])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 7, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
-    if left:
-        lines.append(f"... {left} more site(s) (see the report or results.json)")
-    return "\n".join(lines)
-
-
-def failure_message(result, note: str = "") -> str:
-    """What a failed hypothesis test shows: verdict, claim, reasons and the statistics table."""
-    e = result.evaluation
-    meta = result.meta or {}
-    iv = (result.hypothesis or {}).get("intervention", {}) or {}
-    metric = (result.hypothesis or {}).get("metric", {}) or {}
-    lines = [f"hypothesis {result.name!r} is {result.verdict.upper()}{note}",
-             f"claim: {e.claim}",
-             f"model {meta.get('model', '?')}, {e.n_prompts} prompts, intervention {iv.get('kind', '?')}, "
-             f"metric {metric.get('kind', '?')}, alpha {e.alpha:g}, correction {e.correction}"]
-    lines += [f"  - {r}" for r in result.reasons]
-    lines += ["", site_table_text(result)]
-    return "\n".join(lines)
-
-
-def write_reports(results, out, title: str = "causalinterp report") -> dict:
-    """DIR/results.json (written first), DIR/index.html and DIR/report.md; returns their paths."""
-    from .report import html, markdown
-    from .result import write_atomic
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "html": out / "index.html", "markdown": out / "report.md"}
-    write_atomic(paths["json"], json.dumps({"schema": SESSION_SCHEMA, "title": title,
-                                            "results": [r.to_dict() for r in results]}, indent=1))
-    html.render(results, paths["html"], title)
-    markdown.render(results, paths["markdown"], title)
-    return paths
+def _save_or_rescue(results, out, title) -> dict:
+    """Write the report files; if that fails after the compute, save results.json elsewhere and say where."""
+    from .session import rescue_results
+    try:
+        return write_reports(results, out, title)
+    except OSError as e:
+        reason = f"{type(e).__name__}: {e}"
+    raise UsageError(f"could not write the report to {out} ({reason})" + rescue_results(results, title))
 
 
 def _print_outcome(results, paths) -> None:
@@ -171,7 +99,7 @@ def _from_python(path: Path, index: int, override, models) -> list[tuple]:
     """(hypothesis, model spec, source) for decorated functions and module-level Hypothesis objects."""
     import inspect
 
-    from .pytest_plugin import ATTR, hypotheses_from
+    from .session import ATTR, hypotheses_from
     from .spec.hypothesis import Hypothesis
     module = _import_file(path, index)
     out, seen = [], set()
@@ -213,7 +141,7 @@ def _from_python(path: Path, index: int, override, models) -> list[tuple]:
 
 def collect(paths, override=None, models=None) -> list[tuple]:
     """(hypothesis, model spec, source) for every hypothesis in `paths` (files or directories)."""
-    from .pytest_plugin import ModelCache
+    from .session import ModelCache
     from .spec.hypothesis import load_hypotheses
     models = ModelCache() if models is None else models
     entries = []
@@ -238,6 +166,11 @@ def _load(models, spec):
     return models.get(spec)
 
 
+def _progress(args) -> bool:
+    """Progress bars only on a terminal: in a log (CI, a pipe) their carriage returns garble the [i/n] lines."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _run_entries(entries, models, progress: bool, track=None, scale: dict | None = None):
     from .runner import run_all
     from .tracking import trackers
@@ -255,14 +188,24 @@ def _run_entries(entries, models, progress: bool, track=None, scale: dict | None
 
 # ----------------------------------------------------------------------------- commands
 
+def _check_out(args) -> None:
+    """--out must be a writable directory: checked before any hypothesis is read or run."""
+    from .output import check_writable_dir
+    try:
+        check_writable_dir(args.out, "--out")
+    except OSError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_run(args) -> int:
-    from .pytest_plugin import ModelCache
+    from .session import ModelCache
+    _check_out(args)
     scale = _scale(args)  # option errors before any model loads
     models = ModelCache()
     entries = collect(args.paths, args.model, models)
-    results = _run_entries(entries, models, progress=not args.no_progress, track=getattr(args, "track", None),
+    results = _run_entries(entries, models, progress=_progress(args), track=getattr(args, "track", None),
                            scale=scale)
-    paths = write_reports(results, args.out, args.title)
+    paths = _save_or_rescue(results, args.out, args.title)
     _print_outcome(results, paths)
     return _exit_code(results, args.strict)
 
@@ -308,7 +251,7 @@ def _claim(text):
 
 
 def cmd_scan(args) -> int:
-    from .pytest_plugin import ModelCache
+    from .session import ModelCache
     from .spec.hypothesis import DataRef, Hypothesis
     from .spec.interventions import Intervention
     from .spec.metrics import Metric
@@ -324,6 +267,7 @@ def cmd_scan(args) -> int:
     positions = _positions(args.positions, args.task)
     if args.n < 2:
         raise UsageError(f"--n {args.n}: a test needs at least 2 prompts (20+ recommended)")
+    _check_out(args)
     options = {"seq_len": args.seq_len} if args.task == "induction" and args.seq_len else {}
     data = DataRef(args.task, args.n, args.seed, options)
     claim = _claim(args.claim)
@@ -335,8 +279,8 @@ def cmd_scan(args) -> int:
                      n_resamples=args.n_resamples, seed=args.seed, model=args.model) for c in components]
     models = ModelCache()
     entries = [(h, args.model, "scan") for h in hs]
-    results = _run_entries(entries, models, progress=not args.no_progress, track=args.track, scale=scale)
-    paths = write_reports(results, args.out, args.title or f"causalinterp scan: {args.task} on {args.model}")
+    results = _run_entries(entries, models, progress=_progress(args), track=args.track, scale=scale)
+    paths = _save_or_rescue(results, args.out, args.title or f"causalinterp scan: {args.task} on {args.model}")
     for r in results:
         print(f"{r.name}: {r.verdict.upper()}")
         print(site_table_text(r, max_rows=args.top))
@@ -347,17 +291,18 @@ def cmd_scan(args) -> int:
 
 def cmd_report(args) -> int:
     from .result import Result
+    _check_out(args)
     results = []
     for f in args.files:
         p = Path(f)
         if not p.is_file():
             raise UsageError(f"{p}: no such file")
         try:
-            loaded = Result.from_json(p)
+            loaded = Result.from_json(p)  # validated against the result schema (verdicts, statistics, fields)
         except json.JSONDecodeError as e:
             raise UsageError(f"{p}: not valid JSON ({e})") from None
-        except (KeyError, TypeError) as e:
-            raise UsageError(f"{p}: not a causalinterp result file (missing or malformed field {e})") from None
+        except ValueError as e:
+            raise UsageError(f"{p}: {e}") from None
         results += loaded if isinstance(loaded, list) else [loaded]
     if not results:
         raise UsageError("the result files hold no results")
@@ -384,17 +329,18 @@ def cmd_replicate(args) -> int:
     from .report.replication import html, markdown
     from .result import Result, write_atomic
     from .spec.data import ContrastSet
+    _check_out(args)
     results = []
     for f in args.files:
         p = Path(f)
         if not p.is_file():
             raise UsageError(f"{p}: no such file")
         try:
-            loaded = Result.from_json(p)
+            loaded = Result.from_json(p)  # validated against the result schema
         except json.JSONDecodeError as e:
             raise UsageError(f"{p}: not valid JSON ({e})") from None
-        except (KeyError, TypeError) as e:
-            raise UsageError(f"{p}: not a causalinterp result file (missing or malformed field {e})") from None
+        except ValueError as e:
+            raise UsageError(f"{p}: {e}") from None
         results += loaded if isinstance(loaded, list) else [loaded]
     data = None
     if args.data:
@@ -403,7 +349,7 @@ def cmd_replicate(args) -> int:
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise UsageError(f"--data {args.data}: not a contrast-set JSON file ({type(e).__name__}: {e})") from None
     options = dict(_option(o) for o in args.option or [])
-    from .pytest_plugin import ModelCache
+    from .session import ModelCache
     from .tracking import trackers
     models, track = ModelCache(), trackers(args.track)
     reps = []
@@ -411,7 +357,7 @@ def cmd_replicate(args) -> int:
         spec = args.model or (r.hypothesis or {}).get("model") or (r.meta or {}).get("model")
         _eprint(f"[{i}/{len(results)}] replicating {r.name} ...")
         model = _load(models, spec) if spec else None
-        reps.append(replicate(r, model, data=data, seed=args.seed, n=args.n, progress=not args.no_progress,
+        reps.append(replicate(r, model, data=data, seed=args.seed, n=args.n, progress=_progress(args),
                               track=track, **options))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -557,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help=f"run every hypothesis on this model instead of the one it names: {MODEL_HELP}")
     _common(r)
     r.add_argument("--title", default="causalinterp hypotheses", help="report title")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
     _track_option(r)
     _scale_options(r)
     r.set_defaults(func=cmd_run)
@@ -595,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=15, help="site rows to print per scan (default: 15)")
     _common(s)
     s.add_argument("--title", default=None, help="report title")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
     _track_option(s)
     _scale_options(s)
     s.set_defaults(func=cmd_scan)
@@ -636,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder of example hypotheses installed with the package "
                                    "(causalinterp.examples.HYPOTHESES; examples/hypotheses in a checkout).")
     d.add_argument("--out", metavar="DIR", default="reports", help="directory for the report (default: reports)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (they are shown only when stderr is a terminal)")
     d.set_defaults(func=cmd_demo)
 
     it = sub.add_parser("init", help="write hypothesis tests to start from for your model (YAML, Python, README)",
@@ -663,8 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+def _lines(e: BaseException) -> list[str]:
+    """The error as lines (one per problem: a file with several errors lists each)."""
+    return [" ".join(line.split()) for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
 
 
 def main(argv=None) -> int:
@@ -681,7 +630,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # the library's input errors are ValueErrors that say what to fix
         if args.traceback:
             raise
-        _eprint(f"causalinterp: error: {_one_line(e)}")
+        for line in _lines(e):
+            _eprint(f"causalinterp: error: {line}")
         return 2
 
 

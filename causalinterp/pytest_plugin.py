@@ -43,104 +43,11 @@ try:
 except ImportError:  # pragma: no cover - the decorator and ModelCache work without pytest
     pytest = None
 
+from .session import ATTR, ModelCache, combine_verdicts, hypotheses_from, hypothesis  # noqa: F401 (public here)
+
 __all__ = ["DEFAULT_FILE_PATTERNS", "ModelCache", "combine_verdicts", "hypothesis", "hypotheses_from"]
 
-ATTR = "__causalinterp_hypothesis__"  # set on decorated functions: {"model": ...}
 DEFAULT_FILE_PATTERNS = ("hyp_*.yaml", "hyp_*.yml", "hyp_*.json", "*.hyp.yaml", "*.hyp.yml", "*.hyp.json")
-_SEVERITY = {"supported": 0, "null": 1, "inconclusive": 2, "refuted": 3}
-
-
-# ----------------------------------------------------------------------------- decorator (no pytest needed)
-
-def hypothesis(fn=None, *, model=None):
-    """Mark a function that returns a `ci.Hypothesis` (or a list) as a hypothesis test.
-
-    ``@ci.hypothesis(model="testbed:induction")``, ``@ci.hypothesis("gpt2")`` or bare ``@ci.hypothesis``
-    (the hypothesis then names its model, or ``--causal-model`` / ``causalinterp run --model`` gives one).
-    The function may take a ``model`` argument: the loaded `ci.Model` (e.g. for its tokenizer).
-    """
-    if isinstance(fn, str):  # @ci.hypothesis("testbed:induction")
-        if model is not None:
-            raise TypeError("ci.hypothesis: give the model once, either positionally or as model=")
-        fn, model = None, fn
-
-    def decorate(f):
-        if not callable(f):
-            raise TypeError(f"ci.hypothesis decorates a function returning a ci.Hypothesis, got {type(f).__name__}")
-        setattr(f, ATTR, {"model": model})
-        if pytest is not None:  # like @pytest.mark.causal(model=...), which would skip lambdas
-            f.pytestmark = [*getattr(f, "pytestmark", []), pytest.mark.causal(model=model).mark]
-        return f
-
-    return decorate if fn is None else decorate(fn)
-
-
-def hypotheses_from(value, where: str) -> list:
-    """The `Hypothesis` objects a hypothesis function returned (one, or a list/tuple of them)."""
-    from .spec.hypothesis import Hypothesis, HypothesisError
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not items or not all(isinstance(h, Hypothesis) for h in items):
-        got = type(value).__name__ if not isinstance(value, (list, tuple)) else \
-            f"a {type(value).__name__} of {sorted({type(h).__name__ for h in items}) or 'nothing'}"
-        raise HypothesisError(f"{where} must return a ci.Hypothesis (or a list of them), got {got}; "
-                              "did you forget the `return`?")
-    return items
-
-
-def combine_verdicts(verdicts) -> str:
-    """The least favourable verdict: refuted > inconclusive > null > supported."""
-    return max(verdicts, key=lambda v: _SEVERITY.get(v, 2))
-
-
-class ModelCache:
-    """Models loaded once and shared: keyed by name (hub id, path, ``testbed:NAME``) or by the callable.
-
-    `models` is the dict `run_all(models=...)` uses, so hypotheses that name their model share it too;
-    `cache` is `run_all`'s cache of unpatched clean/corrupt runs; `loads` counts actual loads.
-    """
-
-    def __init__(self):
-        self.models: dict = {}
-        self.cache: dict = {}
-        self.failed: dict = {}
-        self.loads = 0
-
-    @staticmethod
-    def key(spec):
-        if isinstance(spec, str):
-            return spec
-        try:
-            hash(spec)
-            return ("object", spec)
-        except TypeError:
-            return ("id", id(spec))
-
-    def get(self, spec):
-        """A `ci.Model` for `spec` (name, callable, PreTrainedModel or Model), loading it at most once."""
-        from .models.load import Model, load_model
-        if isinstance(spec, Model):
-            return spec
-        k = self.key(spec)
-        if k in self.models:
-            return self.models[k]
-        if k in self.failed:
-            raise self.failed[k]
-        try:
-            self.loads += 1
-            if isinstance(spec, str):
-                m = load_model(spec)
-            elif callable(spec) and not hasattr(spec, "config"):
-                obj = spec()
-                m = obj if isinstance(obj, Model) else load_model(obj)
-                if not m.name:
-                    m.name = getattr(spec, "__name__", "") or type(obj).__name__
-            else:
-                m = load_model(spec)
-        except Exception as e:  # noqa: BLE001 - remembered so the next test fails fast with the same message
-            self.failed[k] = e
-            raise
-        self.models[k] = m
-        return m
 
 
 def _is_input_error(e: BaseException) -> bool:
@@ -202,6 +109,13 @@ if pytest is not None:
         config.addinivalue_line("markers", "causal(model=None): a causalinterp hypothesis test (set by "
                                            "@ci.hypothesis and on YAML hypothesis items)")
         config.stash[_SESSION] = _Session()
+        out = config.getoption("causal_report", None)
+        if out and not hasattr(config, "workerinput"):  # checked before any test runs
+            from .output import check_writable_dir
+            try:
+                check_writable_dir(out, "--causal-report")
+            except OSError as e:
+                raise pytest.UsageError(str(e)) from None
 
     # --- models ---------------------------------------------------------------------------------
     def _load_or_fail(config, spec, what: str):
@@ -259,7 +173,7 @@ if pytest is not None:
         item.user_properties.append(("causal_verdict", verdict))
         strict = _strict(item.config)
         if verdict == "refuted" or (strict and verdict != "supported"):
-            from .cli import failure_message
+            from .report.text import failure_message
             note = "" if verdict == "refuted" else " (fails under --causal-strict)"
             pytest.fail("\n\n".join(failure_message(r, note) for r in results if r.verdict != "supported"),
                         pytrace=False)
@@ -344,15 +258,18 @@ if pytest is not None:
         sess = _session(config)
         if not out or not sess.records or hasattr(config, "workerinput"):
             return
-        from .cli import write_reports
+        from .session import rescue_results, write_reports
+        results = [r for _, r in sess.records]
+        title = "causalinterp hypotheses (pytest session)"
         try:
-            sess.report_paths = write_reports([r for _, r in sess.records], Path(out),
-                                              title="causalinterp hypotheses (pytest session)")
-        except Exception as e:  # noqa: BLE001 - a report problem must not hide the test results
-            sess.report_error = f"{type(e).__name__}: {e}"
+            sess.report_paths = write_reports(results, Path(out), title=title)
+        except Exception as e:  # noqa: BLE001 - reported, and the session fails (the report was asked for)
+            sess.report_error = f"{type(e).__name__}: {e}" + rescue_results(results, title)
+            if session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(terminalreporter, exitstatus, config):
-        from .cli import verdict_lines
+        from .report.text import verdict_lines
         sess = _session(config)
         tr = terminalreporter
         if not sess.records:

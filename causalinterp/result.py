@@ -6,33 +6,30 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
+import annotated_types as at
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .engine.effects import Effects
 from .evaluate import Evaluation
+from .output import write_atomic  # noqa: F401 (re-exported: written results are atomic)
 from .spec.claims import Claim
 from .spec.interventions import Intervention
 from .spec.metrics import Metric
+from .spec.schema import Alpha, Bool, Correction, Float, Name, PosInt, Str, StrictModel
 from .spec.sites import Site
+from .verdict import VERDICTS
 
 SCHEMA = "causalinterp.result/1"
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+class ResultFileError(ValueError):
+    """A result file that does not match the schema or whose statistics contradict its verdict."""
 
 
 def _plain(x):
@@ -107,9 +104,9 @@ class Result:
         return text
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"not a causalinterp result (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+    def from_dict(cls, d: dict, where: str = "result") -> "Result":
+        """Inverse of `to_dict`; the dict is validated first (`ResultFileError` lists every problem)."""
+        check_result_dict(d, where)
         fx = d["effects"]
         arr = lambda v: None if v is None else np.asarray(v, dtype=float)  # noqa: E731
         effects = Effects(values=np.asarray(fx["values"], dtype=float), clean=arr(fx["clean"]),
@@ -138,7 +135,10 @@ class Result:
             text = Path(path_or_text).read_text()
         d = json.loads(text)
         if isinstance(d, dict) and "results" in d:
-            return [cls.from_dict(r) for r in d["results"]]
+            if not isinstance(d["results"], list):
+                raise ResultFileError("'results' must be a list of results")
+            return [cls.from_dict(r, f"result {i + 1}" + (f" ({r.get('name')!r})" if isinstance(r, dict) else ""))
+                    for i, r in enumerate(d["results"])]
         return cls.from_dict(d)
 
     # --- reports (see causalinterp.report) ------------------------------------------------------
@@ -165,3 +165,116 @@ def versions() -> dict[str, Any]:
         except Exception:  # noqa: BLE001
             out[mod] = None
     return out
+
+
+# ----------------------------------------------------------------------------- the result file's schema
+
+class _Row(BaseModel):
+    """One row of a result's statistics table (more columns are allowed: the table grows with the claims)."""
+
+    model_config = ConfigDict(extra="allow")
+    site: Str
+    verdict: Literal[VERDICTS]
+    estimate: Optional[Float] = None
+    ci_low: Optional[Float] = None
+    ci_high: Optional[Float] = None
+    p: Optional[Annotated[Float, at.Ge(0), at.Le(1)]] = None
+    p_adj: Optional[Annotated[Float, at.Ge(0), at.Le(1)]] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low:g} is above ci_high {self.ci_high:g}")
+        if self.p is not None and self.p_adj is not None and self.p_adj < self.p - 1e-12:
+            raise ValueError(f"adjusted p {self.p_adj:g} is below the raw p {self.p:g} (a correction never lowers "
+                             "a p-value)")
+        return self
+
+
+class _EvaluationFile(StrictModel):
+    what: ClassVar[str] = "evaluation"
+    verdict: Literal[VERDICTS]
+    reasons: list[Str]
+    claim: Any
+    quantity: Optional[Str] = None
+    alpha: Alpha
+    correction: Correction
+    n_resamples: PosInt
+    confidence_level: Annotated[Float, at.Gt(0), at.Lt(1)]
+    seed: Any = None
+    n_prompts: PosInt
+    n_clusters: Optional[PosInt] = None
+    estimate: Optional[Float] = None
+    ci_low: Optional[Float] = None
+    ci_high: Optional[Float] = None
+    table: Annotated[list[_Row], at.MinLen(1)]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        from .spec.files import ClaimSpec, validate
+        validate(ClaimSpec, self.claim, ValueError, "claim")
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low:g} is above ci_high {self.ci_high:g}")
+        from .verdict import Decision, combine
+        expected, _ = combine([Decision(r.verdict, "", "") for r in self.table], [r.site for r in self.table],
+                              self.correction)
+        if expected != self.verdict:
+            raise ValueError(f"the verdict {self.verdict!r} does not follow from the sites' verdicts "
+                             f"({', '.join(r.verdict for r in self.table)}), which give {expected!r}; the file was "
+                             "edited or is corrupt: rerun the hypothesis")
+        return self
+
+
+class _EffectsFile(StrictModel):
+    what: ClassVar[str] = "effects"
+    values: list[list[Optional[Float]]]
+    clean: Optional[list[Optional[Float]]]
+    corrupt: Optional[list[Optional[Float]]]
+    base: Optional[list[Optional[Float]]]
+    target: Optional[list[Optional[Float]]]
+    sites: list[dict]
+    joint: Bool
+    intervention: Optional[dict] = None
+    metric: Optional[dict] = None
+    clusters: Optional[list] = None
+    random_values: Optional[list[list[Optional[Float]]]] = None
+    meta: dict = {}
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        n = len(self.values)
+        widths = {len(row) for row in self.values}
+        if len(widths) > 1:
+            raise ValueError("values: rows of different lengths")
+        for name in ("clean", "corrupt", "base", "target", "clusters"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise ValueError(f"{name} has {len(v)} entries for {n} prompts")
+        return self
+
+
+class ResultFile(StrictModel):
+    """A result as written by `Result.to_json` (``causalinterp.result/1``): checked before it is used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="causalinterp result")
+    what: ClassVar[str] = "a result"
+    schema_: Literal["causalinterp.result/1"] = Field(alias="schema")
+    name: Name
+    hypothesis: dict
+    evaluation: _EvaluationFile
+    effects: _EffectsFile
+    meta: dict = {}
+
+
+def check_result_dict(d, where: str = "result") -> None:
+    """Raise `ResultFileError` listing every problem of a result dict (schema, verdicts, statistics)."""
+    if not isinstance(d, dict):
+        raise ResultFileError(f"{where}: expected a result (a JSON object with schema {SCHEMA!r}) or a session "
+                              f"file (an object with 'results'), got {type(d).__name__}")
+    if d.get("schema") != SCHEMA:
+        raise ResultFileError(f"{where}: not a causalinterp result (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+    try:
+        ResultFile.model_validate(d)
+    except ValidationError as e:
+        from .spec.files import describe
+        raise ResultFileError(f"{where}: " + "; ".join(describe(e))) from None

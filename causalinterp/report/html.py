@@ -34,12 +34,12 @@ def _e(x) -> str:
 
 
 def _results(results) -> list:
-    from ..result import Result
-    if isinstance(results, Result):
+    """A list of results (duck-typed: anything with an `evaluation`, so reports need not import `Result`)."""
+    if hasattr(results, "evaluation"):
         return [results]
     out = list(results)
     for r in out:
-        if not isinstance(r, Result):
+        if not hasattr(r, "evaluation"):
             raise TypeError(f"render() takes causalinterp Result objects, got {type(r).__name__}")
     return out
 
@@ -288,6 +288,6 @@ def render(results: Iterable, path: str | os.PathLike | None = None, title: str 
            f"<title>{_e(title)}</title><style>body{{margin:0;background:#fff}}{CSS}</style></head>\n"
            f'<body><div class="ci-report">\n{body}\n</div></body></html>\n')
     if path is not None:
-        from ..result import write_atomic
+        from ..output import write_atomic
         write_atomic(path, doc)
     return doc

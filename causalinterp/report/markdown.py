@@ -33,8 +33,8 @@ def _verdict(v: str) -> str:
 
 
 def _results(results) -> list:
-    from ..result import Result
-    return [results] if isinstance(results, Result) else list(results)
+    """A list of results (duck-typed, so reports need not import `Result`)."""
+    return [results] if hasattr(results, "evaluation") else list(results)
 
 
 def _site_table(r, max_rows) -> list[str]:
@@ -124,6 +124,6 @@ def render(results: Iterable, path: str | os.PathLike | None = None, title: str 
 def _finish(lines: list[str], path) -> str:
     text = "\n".join(lines).rstrip() + "\n"
     if path is not None:
-        from ..result import write_atomic
+        from ..output import write_atomic
         write_atomic(path, text)
     return text

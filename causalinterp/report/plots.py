@@ -322,6 +322,20 @@ def forest(table: pd.DataFrame, *, k: int = 30, title: str = "", value_label: st
 
 # ----------------------------------------------------------------------------- random site sets
 
+def _histogram_bins(random: np.ndarray, observed: float) -> np.ndarray:
+    """Bin edges: 10-40 bins over the random values, but never narrower than 1/60 of the plotted range, so a
+    narrow random distribution far from the observed value still shows as a visible bar."""
+    lo, hi = float(random.min()), float(random.max())
+    span = max(hi, observed) - min(lo, observed) if np.isfinite(observed) else hi - lo
+    n = min(40, max(10, len(random) // 5))
+    width = max((hi - lo) / n, span / 60)
+    if width <= 0:
+        width = max(abs(lo), 1.0) * 0.02
+    k = max(1, int(np.ceil((hi - lo) / width)))
+    start = (lo + hi) / 2 - k * width / 2
+    return start + width * np.arange(k + 1)
+
+
 def random_histogram(observed: float, random: np.ndarray, *, verdict: str = "", title: str = "",
                      value_label: str = "normalised joint effect", fmt_: str = "png"):
     """Histogram of the random site sets' effects with the observed site set's effect as a line."""
@@ -332,7 +346,8 @@ def random_histogram(observed: float, random: np.ndarray, *, verdict: str = "", 
     random = random[np.isfinite(random)]
     fig = _new_figure(7.0, 3.4)
     ax = fig.add_subplot(1, 1, 1)
-    ax.hist(random, bins=min(40, max(10, len(random) // 5)), color="#8c959f", edgecolor="white")
+    ax.hist(random, bins=_histogram_bins(random, observed) if len(random) else 10, color="#8c959f",
+            edgecolor="white")
     color = VERDICT_STYLE.get(verdict, {"color": "#24292f"})["color"]
     if np.isfinite(observed):
         ax.axvline(observed, color=color, linewidth=2.2)

@@ -70,9 +70,12 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def fmt_p(x) -> str:
+    """A p-value for people: 2 significant digits; below 1e-4 (no resampling test resolves less) "< 1e-4"."""
     if not _finite(x):
         return "\u2013"
     x = float(x)
+    if x < 1e-4:
+        return "< 1e-4"
     return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
 
 

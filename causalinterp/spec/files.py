@@ -30,23 +30,15 @@ from .interventions import Intervention
 from .metrics import KINDS as METRIC_KINDS
 from .metrics import Metric
 from .schema import (Alpha, Bool, Correction, Int, Name, NonNegInt, Position, PosInt, Seed, Str, _adapter,
-                     check_keys, clean_loc, did_you_mean, explain, format_loc, int_type, keys_checked)
+                     StrictModel, check_keys, clean_loc, did_you_mean, explain, format_loc, int_type,
+                     keys_checked)
 from .sites import HEAD_COMPONENTS, Component, Site, SiteSet
 
 __all__ = ["load_hypotheses", "hypothesis_json_schema", "validate", "SitesSpec", "ClaimSpec", "InterventionSpec",
            "MetricSpec", "ContrastSetSpec", "DataSpec", "HypothesisSpec"]
 
 
-class _Strict(BaseModel):
-    """A file mapping: unknown keys are errors (with the closest allowed key); values are never coerced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    what: ClassVar[str] = "mapping"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data):
-        return check_keys(data, list(cls.model_fields), cls.what)
+_Strict = StrictModel
 
 
 def _one_or_many(tp):

@@ -16,11 +16,12 @@ import math
 import re
 import typing
 from dataclasses import fields as dc_fields
-from typing import Annotated, Any, Iterable, Literal, Union
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Union
 
 import annotated_types as at
 import numpy as np
-from pydantic import BeforeValidator, ConfigDict, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, PlainValidator, TypeAdapter, ValidationError,
+                      WithJsonSchema, model_validator)
 from pydantic_core import PydanticCustomError
 
 __all__ = ["Int", "NonNegInt", "PosInt", "Float", "Bool", "Str", "Name", "Position", "Seed", "Alpha",
@@ -170,6 +171,19 @@ def check_keys(data, allowed: Iterable[str], what: str, drop: Iterable[str] = ()
                 "unknown_field", "unknown field {key} in {what}{hint}; allowed: {allowed}",
                 {"key": repr(key), "name": key, "what": what, "hint": did_you_mean(key, allowed), "allowed": ", ".join(allowed)})
     return {k: v for k, v in data.items() if k not in drop} if drop else data
+
+
+class StrictModel(BaseModel):
+    """A file mapping: unknown keys are errors (naming the closest allowed key); values are never coerced
+    (fields use the strict types above)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    what: ClassVar[str] = "mapping"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        return check_keys(data, [f.alias or name for name, f in cls.model_fields.items()], cls.what)
 
 
 def keys_checked(cls, what: str, drop: Iterable[str] = ()):
