@@ -301,6 +301,9 @@ def test_no_attention_mask_warning_from_padded_batches(caplog):
     hf.config.pad_token_id = 0
     model = ci.load_model(hf)
     data = ci.ContrastSet.from_tokens([[1, 2, 3], [4, 5, 6, 7]], [[1, 2, 8], [4, 5, 6, 9]], [1, 2], [3, 4])
+    verbosity, disabled = hf_logging.get_verbosity(), logging.root.manager.disable
+    hf_logging.set_verbosity_warning()  # other tests' libraries may have silenced transformers
+    logging.disable(logging.NOTSET)
     hf_logging.enable_propagation()
     try:
         logging.Logger.warning_once.cache_clear()
@@ -313,6 +316,8 @@ def test_no_attention_mask_warning_from_padded_batches(caplog):
         assert [r for r in caplog.records if "attention_mask" in r.getMessage()]
     finally:
         hf_logging.disable_propagation()
+        hf_logging.set_verbosity(verbosity)
+        logging.disable(disabled)
 
 
 def test_cli_shows_progress_bars_only_on_a_terminal(monkeypatch):

@@ -223,7 +223,7 @@ def _check_induction(data: ContrastSet, n: int, L: int, bos):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), L=st.integers(2, 25), vocab=st.integers(50, 500),
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), L=st.integers(2, 25), vocab=st.integers(51, 500),
        bos=st.sampled_from([None, 0]))
 def test_induction_properties_vocab(seed, n, L, vocab, bos):
     data = induction(vocab, n, seq_len=L, seed=seed, bos=bos)
