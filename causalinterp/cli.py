@@ -327,7 +327,8 @@ def cmd_replicate(args) -> int:
     """Rerun each stored hypothesis on fresh prompts; write replication.{json,md,html}; print the tables."""
     from .replicate import replicate
     from .report.replication import html, markdown
-    from .result import Result, write_atomic
+    from .output import write_set
+    from .result import Result
     from .spec.data import ContrastSet
     _check_out(args)
     results = []
@@ -360,11 +361,17 @@ def cmd_replicate(args) -> int:
         reps.append(replicate(r, model, data=data, seed=args.seed, n=args.n, progress=_progress(args),
                               track=track, **options))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "replication.json", json.dumps({"schema": "causalinterp.replications/1",
-                                                       "replications": [x.to_dict() for x in reps]}, indent=1))
-    markdown(reps, out / "replication.md", args.title)
-    html(reps, out / "replication.html", args.title)
+    text = json.dumps({"schema": "causalinterp.replications/1", "replications": [x.to_dict() for x in reps]},
+                      indent=1)
+    try:  # rendered first, then written as a set
+        write_set({out / "replication.json": text, out / "replication.md": markdown(reps, None, args.title),
+                   out / "replication.html": html(reps, None, args.title)})
+    except OSError as e:
+        from .output import rescue_dir
+        saved = rescue_dir() / "replication.json"
+        write_set({saved: text})
+        raise UsageError(f"could not write the replication report to {out} ({type(e).__name__}: {e}); the "
+                         f"replications are saved in {saved}") from None
     for x in reps:
         print(x)
         print(x.text_table(max_rows=args.top))

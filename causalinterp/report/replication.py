@@ -60,7 +60,7 @@ def markdown(reps: Iterable, path: str | os.PathLike | None = None, title: str =
                 _table.fmt_p(row["difference_p"])]) + " |")
     text = "\n".join(lines) + "\n"
     if path is not None:
-        from ..result import write_atomic
+        from ..output import write_atomic
         write_atomic(path, text)
     return text
 
@@ -111,6 +111,6 @@ def html(reps: Iterable, path: str | os.PathLike | None = None, title: str = "ca
            f"<title>{_e(title)}</title><style>body{{margin:0;background:#fff}}{CSS}</style></head>\n"
            '<body><div class="ci-report">\n' + "\n".join(out) + "\n</div></body></html>\n")
     if path is not None:
-        from ..result import write_atomic
+        from ..output import write_atomic
         write_atomic(path, doc)
     return doc
