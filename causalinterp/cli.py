@@ -72,7 +72,7 @@ def _hypothesis_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in HYPOTHESIS_SUFFIXES
                    and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-                   and p.name != "conftest.py")
+                   and p.name != "conftest.py" and not p.name.endswith(".schema.json"))  # editors' JSON Schema
     if not files:
         raise UsageError(f"{path}: no hypothesis files (*.yaml, *.yml, *.json, *.py) in this directory")
     return files
