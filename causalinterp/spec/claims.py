@@ -65,8 +65,9 @@ class Claim:
     def from_dict(d) -> "Claim":
         """Inverse of `to_dict` (or a kind name), validated like a file: unknown kinds and fields, and values of
         the wrong type, are errors."""
-        from .files import ClaimSpec, validate
-        return validate(ClaimSpec, d, ClaimError, "claim")
+        from .schema import spec_files
+        files = spec_files()
+        return files.validate(files.ClaimSpec, d, ClaimError, "claim")
 
     def describe(self) -> str:  # pragma: no cover - overridden
         return self.kind

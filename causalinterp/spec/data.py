@@ -248,5 +248,6 @@ class ContrastSet:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ContrastSet":
         """Inverse of `to_dict`, validated like a file (unknown keys and wrong types are errors)."""
-        from .files import ContrastSetSpec, validate
-        return validate(ContrastSetSpec, d, DataError, "data")
+        from .schema import spec_files
+        files = spec_files()
+        return files.validate(files.ContrastSetSpec, d, DataError, "data")

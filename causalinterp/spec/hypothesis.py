@@ -35,8 +35,8 @@ class DataRef:
         if self.task not in TASKS:
             raise HypothesisError(f"data.task {self.task!r} is unknown{did_you_mean(self.task, TASKS)}; use one of "
                                   f"{', '.join(TASKS)} or give the prompts inline (clean/corrupt/answer/wrong)")
-        from .files import check_task_options  # the same checks as a file's data: (types, ranges, option names)
-        check_task_options(self.task, self.n, self.seed, self.options, HypothesisError)
+        from .schema import spec_files  # the same checks as a file's data: (types, ranges, option names)
+        spec_files().check_task_options(self.task, self.n, self.seed, self.options, HypothesisError)
         check_fields(self, HypothesisError, "data")
 
     def build(self, model) -> ContrastSet:
@@ -112,11 +112,12 @@ class Hypothesis:
         """Build from plain data (a parsed YAML/JSON file), validated strictly; errors name `where` and the field."""
         from pydantic import ValidationError
 
-        from .files import HypothesisSpec, describe
+        from .schema import spec_files
+        files = spec_files()
         try:
-            return HypothesisSpec.model_validate(d).build()
+            return files.HypothesisSpec.model_validate(d).build()
         except ValidationError as e:
-            raise HypothesisError("\n".join(f"{where}, {m}" for m in describe(e))) from None
+            raise HypothesisError("\n".join(f"{where}, {m}" for m in files.describe(e))) from None
 
 
 def load_hypotheses(path: str | Path) -> list[Hypothesis]:
@@ -125,5 +126,5 @@ def load_hypotheses(path: str | Path) -> list[Hypothesis]:
     A top-level ``model:`` applies to every hypothesis that names none.  Validated completely (strict types,
     unknown keys, ranges, duplicate keys) before anything runs; see `causalinterp.spec.files`.
     """
-    from .files import load_hypotheses as load
-    return load(path)
+    from .schema import spec_files
+    return spec_files().load_hypotheses(path)

@@ -64,8 +64,9 @@ class Intervention:
     @classmethod
     def from_dict(cls, d) -> "Intervention":
         """Inverse of `to_dict` (or a kind name), validated like a file."""
-        from .files import InterventionSpec, validate
-        return validate(InterventionSpec, d, InterventionError, "intervention")
+        from .schema import spec_files
+        files = spec_files()
+        return files.validate(files.InterventionSpec, d, InterventionError, "intervention")
 
 
 def patch(direction: str = "denoise") -> Intervention:

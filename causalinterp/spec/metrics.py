@@ -65,8 +65,9 @@ class Metric:
     @classmethod
     def from_dict(cls, d) -> "Metric":
         """Inverse of `to_dict` (or a kind name), validated like a file."""
-        from .files import MetricSpec, validate
-        return validate(MetricSpec, d, MetricError, "metric")
+        from .schema import spec_files
+        files = spec_files()
+        return files.validate(files.MetricSpec, d, MetricError, "metric")
 
 
 def logit_diff(position: int | str = "end") -> Metric:

@@ -252,3 +252,10 @@ def check_value(tp, value, error: type[ValueError], what: str):
         return _adapter(tp).validate_python(value)
     except ValidationError as e:
         raise error(f"{what}: {explain(e.errors()[0], value)}") from None
+
+
+def spec_files():
+    """`causalinterp.spec.files` (the file forms of the specs), imported by name on first use: it imports the spec
+    classes, so their ``from_dict`` methods reach it this way instead of importing it (no import cycle)."""
+    import importlib
+    return importlib.import_module("causalinterp.spec.files")

@@ -59,8 +59,8 @@ class Site:
     @classmethod
     def from_dict(cls, d: dict) -> "Site":
         """Inverse of `to_dict`, validated like a file (unknown keys and wrong types are errors)."""
-        from .files import validate
-        return validate(cls, d, SiteError, "site")
+        from .schema import spec_files
+        return spec_files().validate(cls, d, SiteError, "site")
 
 
 def _tuple_or_none(x) -> tuple | None:
@@ -168,8 +168,9 @@ class SiteSet:
     @classmethod
     def from_dict(cls, d: dict) -> "SiteSet":
         """The file form (a grid, ``{sites: [...]}`` or ``{heads: [[l, h], ...]}``), validated like a file."""
-        from .files import SitesSpec, validate
-        return validate(SitesSpec, d, SiteError, "sites")
+        from .schema import spec_files
+        files = spec_files()
+        return files.validate(files.SitesSpec, d, SiteError, "sites")
 
 
 def _list(t):
