@@ -23,7 +23,12 @@ $(VENV)/.release: $(VENV)/.installed
 	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,release]'
 	touch $@
 
-.PHONY: setup demo test test-slow bench wheel-test
+# The extras for the documentation site (mkdocs and plugins).
+$(VENV)/.docs: $(VENV)/.installed
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,docs]'
+	touch $@
+
+.PHONY: setup demo test test-slow bench wheel-test docs
 setup: $(VENV)/.installed
 
 demo: setup
@@ -42,3 +47,7 @@ bench: setup
 # and run the demo, a scan and pytest on a hypothesis file there (.ci/wheel_test.sh).
 wheel-test: $(VENV)/.release
 	bash .ci/wheel_test.sh $(PY)
+
+# The documentation site, built strictly (any warning fails) into site/; the notebooks are executed.
+docs: $(VENV)/.docs
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 MPLBACKEND=Agg $(PY) -m mkdocs build --strict

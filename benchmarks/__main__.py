@@ -17,6 +17,12 @@ from benchmarks.common import ROOT, machine, versions
 PARTS = ["recovery_induction", "recovery_ioi", "real_checkpoints", "calibration", "speed", "scale"]
 
 
+def _section(name: str, md: str) -> str:
+    """A part's Markdown between snippet markers, so the documentation includes it by name
+    (``--8<-- "benchmarks/RESULTS.md:calibration"``) instead of a copy; the markers are HTML comments."""
+    return f"<!-- --8<-- [start:{name}] -->\n{md.rstrip()}\n<!-- --8<-- [end:{name}] -->\n"
+
+
 def run(parts=PARTS, small: bool = False, write: bool = True) -> dict:
     from causalinterp.result import _plain, write_atomic
     results, sections = {}, []
@@ -27,10 +33,10 @@ def run(parts=PARTS, small: bool = False, write: bool = True) -> dict:
         t = time.perf_counter()
         try:
             r = mod.main(small=small)
-            sections.append(mod.to_markdown(r))
+            sections.append(_section(name, mod.to_markdown(r)))
         except Exception as e:  # noqa: BLE001 - one failing part must not lose the others; it is reported
             r = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-            sections.append(f"## {name}\n\nFAILED: {r['error']}\n")
+            sections.append(_section(name, f"## {name}\n\nFAILED: {r['error']}\n"))
         r["part_seconds"] = time.perf_counter() - t
         results[name] = r
         print(f"   {name}: {r['part_seconds']:.1f} s", flush=True)

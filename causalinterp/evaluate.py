@@ -42,6 +42,15 @@ class Evaluation:
     quantity     what `estimate` is ("recovery", "mean effect (metric units)", ...)
     estimate, ci_low, ci_high   for a single column (else None)
     claim, alpha, correction, n_resamples, confidence_level, seed, n_prompts, n_clusters
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(32)
+        >>> eff = ci.scan(model, data, ci.sites.heads([(1, 2)], positions="end"), intervention=ci.patch("noise"),
+        ...               progress=False)
+        >>> ev = ci.evaluate(eff, ci.claims.has_effect(direction="decrease"))
+        >>> ev.verdict, ev.table["verdict"].tolist()
+        ('supported', ['supported'])
     """
 
     verdict: str
@@ -206,6 +215,14 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
 
     Raises ValueError for input no statistic can use (NaN/inf, fewer than 2 prompts, missing random
     site sets for beats_random); everything else ends in a verdict whose reasons say why.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(32)
+        >>> eff = ci.scan(model, data, ci.sites.head_out(layers=[1], positions="end"), intervention=ci.patch("noise"),
+        ...               progress=False)
+        >>> ci.evaluate(eff, ci.claims.has_effect(), correction="maxT").table["verdict"].tolist()  # doctest: +SKIP
+        ['null', 'null', 'supported', 'null']
     """
     claim = _as_claim(claim)
     alpha = float(alpha)

@@ -19,6 +19,13 @@ the first layer from which every later layer is supported.  ``kl_to_clean`` is t
 
 A user lens is any ``lens(layer, resid) -> logits`` with ``resid [rows, T, d_model]``; `tuned` builds the
 tuned-lens form (Belrose et al. 2023): ``unembed(final_norm(h + translator_l(h)))``.
+
+Examples:
+    >>> import causalinterp as ci
+    >>> model, data = ci.load_model("testbed:ioi"), ci.testbeds.ioi_data(16, seed=0)
+    >>> ev = ci.evaluate(ci.logit_lens(model, data, positions=["end"]), ci.claims.recovers(at_least=0.9))
+    >>> sorted(ci.lens.readable_from(ev))
+    ['end']
 """
 from __future__ import annotations
 
@@ -131,6 +138,12 @@ def logit_lens(model, data: ContrastSet, *, layers: Sequence[int] | None = None,
     prompts    "clean" or "corrupt": which prompts are read through the lens
     batch_size prompts per forward pass (default: as many as keep one layer's logits under ~256 MB)
     Returns `Effects` with one column per (layer, position), sites ``resid_post L{l} @{position}``.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:ioi"), ci.testbeds.ioi_data(16, seed=0)
+        >>> ci.logit_lens(model, data, positions=["end"]).values.shape     # one column per layer
+        (16, 3)
     """
     if not isinstance(model, Model):
         model = load_model(model)

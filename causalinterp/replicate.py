@@ -156,7 +156,17 @@ def _ci(lo, hi) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Replication:
-    """A stored result, its rerun on fresh prompts, and the verdict on replication (see the module docstring)."""
+    """A stored result, its rerun on fresh prompts, and the verdict on replication (see the module docstring).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> h = ci.Hypothesis(name="induction head", data=ci.DataRef("induction", n=32), model="testbed:induction",
+        ...                   sites=ci.sites.heads([(1, 2)], positions="end"), intervention=ci.patch("noise"),
+        ...                   claim=ci.claims.has_effect(direction="decrease"))
+        >>> rep = ci.replicate(ci.run(h, progress=False), seed=1, progress=False)
+        >>> type(rep).__name__
+        'Replication'
+    """
 
     original: Any            # Result
     replication: Any         # Result
@@ -266,6 +276,10 @@ def replicate(result, model=None, *, data=None, seed: int | None = None, n: int 
     options  task options for the new data, e.g. ``templates=[...]`` (held-out templates) or
              ``corruption="swap"`` for IOI
     track    log the rerun like `run(..., track=...)`
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> rep = ci.replicate("reports/results.json", seed=1)      # a stored result, fresh prompts  # doctest: +SKIP
     """
     from .result import Result
     from .runner import run

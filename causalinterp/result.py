@@ -53,7 +53,20 @@ def _plain(x):
 
 @dataclass(frozen=True, eq=False)
 class Result:
-    """What `causalinterp.run` returns for one hypothesis."""
+    """What `causalinterp.run` returns for one hypothesis.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> h = ci.Hypothesis(name="induction head", data=ci.DataRef("induction", n=32), model="testbed:induction",
+        ...                   sites=ci.sites.heads([(1, 2)], positions="end"), intervention=ci.patch("noise"),
+        ...                   claim=ci.claims.has_effect(direction="decrease"))
+        >>> result = ci.run(h, progress=False)
+        >>> result.verdict
+        'supported'
+        >>> _ = result.to_json("result.json")              # also to_html(...), to_markdown(...)
+        >>> ci.Result.from_json("result.json").verdict
+        'supported'
+    """
 
     name: str
     hypothesis: dict            # the hypothesis as plain data (Hypothesis.to_dict())

@@ -26,7 +26,16 @@ def run(h: Hypothesis, model=None, *, progress: bool = True, cache: dict | None 
         memory_budget="2GB", checkpoint=None, track=None, executor=None) -> Result:
     """Run one hypothesis on `model` (or the model it names) and return its `Result`.
 
-    ``track="mlflow"`` / ``"wandb"`` / a tracker logs the result (see `causalinterp.tracking`)."""
+    ``track="mlflow"`` / ``"wandb"`` / a tracker logs the result (see `causalinterp.tracking`).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> h = ci.Hypothesis(name="names carry the task", data=ci.DataRef("ioi", n=32),
+        ...                   sites=ci.sites.resid_pre(layers=[0], positions=["IO", "S1", "S2"]), joint=True,
+        ...                   claim=ci.claims.recovers(at_least=0.9))
+        >>> ci.run(h, ci.load_model("testbed:ioi"), progress=False).verdict
+        'supported'
+    """
     return run_all([h], model, progress=progress, cache=cache, memory_budget=memory_budget,
                    checkpoint=checkpoint, track=track, executor=executor)[0]
 
@@ -38,7 +47,15 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
 
     ``track`` logs each result as soon as it exists (see `causalinterp.tracking`).  `checkpoint` is one
     results directory for all hypotheses (units are stored by content hash); `executor` (from
-    `causalinterp.executors`) runs every scan's units."""
+    `causalinterp.executors`) runs every scan's units.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> from causalinterp.examples import HYPOTHESES
+        >>> results = ci.run_all(ci.load_hypotheses(HYPOTHESES / "hyp_induction_ko.yaml"), progress=False)
+        >>> [r.verdict for r in results]
+        ['null', 'supported']
+    """
     from .tracking import trackers
     loggers = trackers(track)
     cache = {} if cache is None else cache

@@ -23,6 +23,11 @@ state recovers at least tau of what the noise destroyed".
 - ``sever="mlp"`` / ``"attn"``: with resid_post restored at (l, p), the MLP (attention) outputs at
   position p in every later layer are frozen at their noisy-run values, so the restored state can act only
   through the other path (ROME's "severed" traces).
+
+Examples:
+    >>> import causalinterp as ci
+    >>> ci.tracing.causal_trace is ci.causal_trace and ci.tracing.EmbeddingNoise is ci.EmbeddingNoise
+    True
 """
 from __future__ import annotations
 
@@ -53,7 +58,14 @@ class TracingError(ValueError):
 
 @dataclass(frozen=True)
 class EmbeddingNoise:
-    """Gaussian noise on the input embeddings at `positions` (ints or named positions of the data)."""
+    """Gaussian noise on the input embeddings at `positions` (ints or named positions of the data).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> noise = ci.EmbeddingNoise(positions=("S1",), scale=3.0, seed=0)    # 3 x the embedding std at S1
+        >>> noise.scale
+        3.0
+    """
 
     positions: tuple
     scale: float = 3.0
@@ -169,6 +181,13 @@ def causal_trace(model, data: ContrastSet, corruption: EmbeddingNoise, *, layers
                later layers at its noisy-run value
     metric     default `metrics.logit_diff`; read at the metric's position
     batch_size rows (cells x prompts) per forward pass
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:ioi"), ci.testbeds.ioi_data(16, seed=0)
+        >>> eff = ci.causal_trace(model, data, ci.EmbeddingNoise(positions=("S1",)), positions=["S1", "end"])
+        >>> eff.values.shape                                   # 16 prompts x (3 layers x 2 positions)
+        (16, 6)
     """
     if not isinstance(model, Model):
         model = load_model(model)

@@ -25,7 +25,17 @@ from .unit import keep_index, logits_at, trace_kwargs
 
 
 class ScanError(ValueError):
-    """A scan that cannot run as asked; the message says why and what to change."""
+    """A scan that cannot run as asked; the message says why and what to change.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(8)
+        >>> try:
+        ...     ci.scan(model, data, ci.sites.head_out(), intervention="noise", progress=False)
+        ... except ci.ScanError as e:
+        ...     print(e)
+        intervention must come from ci.patch(...) or ci.ablate(...)
+    """
 
 
 # --- checks and sites ------------------------------------------------------------------------------
@@ -138,6 +148,13 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
 
     Same arguments as `scan` (which calls this).  Nothing is computed beyond a one-token probe;
     the plan is pure data (``plan.to_json()``) and says what each unit costs in FLOPs and bytes.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(8)
+        >>> p = ci.plan(model, data, ci.sites.head_out(positions="end"))      # nothing computed yet
+        >>> p.n_main                                                           # 2 layers x 4 heads
+        8
     """
     model, intervention, metric = _check_inputs(model, data, intervention, metric, n_random)
     seed = check_value(Seed, seed, ScanError, "seed")

@@ -30,6 +30,13 @@ class Effects:
     random_values [n_prompts, n_random] or None
                                     joint intervention on random site sets of the same size
                                     (filled by `scan(..., n_random=...)`, used by `claims.beats_random`)
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(16)
+        >>> eff = ci.scan(model, data, ci.sites.head_out(layers=[1], positions="end"), progress=False)
+        >>> eff.values.shape                                # 16 prompts x 4 heads
+        (16, 4)
     """
 
     values: np.ndarray

@@ -39,6 +39,14 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     another executor) reads it instead of recomputing.  ``executor`` runs the units:
     ``causalinterp.executors.local()`` (default), ``.ray(...)`` or ``.slurm(...)``.  ``cache`` (a dict
     the caller keeps) shares the unpatched clean/corrupt runs between scans of the same model and data.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:ioi"), ci.testbeds.ioi_data(32, seed=0)
+        >>> eff = ci.scan(model, data, ci.sites.head_out(positions="end"), intervention=ci.patch("noise"),
+        ...               metric=ci.metrics.logit_diff(), progress=False)
+        >>> eff.values.shape                      # per prompt, one column per head (3 layers x 4 heads)
+        (32, 12)
     """
     from tqdm.auto import tqdm
 

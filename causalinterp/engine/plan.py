@@ -25,7 +25,17 @@ CPU_MAX_ROWS = 128
 
 
 class BudgetError(MemoryError):
-    """The scan cannot fit the memory budget; the message gives the smallest budget that works."""
+    """The scan cannot fit the memory budget; the message gives the smallest budget that works.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(8)
+        >>> try:
+        ...     ci.scan(model, data, ci.sites.head_out(), memory_budget="1KB", progress=False)
+        ... except ci.BudgetError as e:
+        ...     print(type(e).__name__)
+        BudgetError
+    """
 
 
 def parse_bytes(budget) -> int:
@@ -162,6 +172,13 @@ class Plan:
     intervention, metric); each unit's hash adds its rows.  `sites` lists every site any column uses
     (the scanned sites first, then random-set sites); `columns` lists site indices per column (the
     first `n_main` columns are the scan's own, the rest random site sets).  Serialises to JSON.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(8)
+        >>> p = ci.plan(model, data, ci.sites.head_out(layers=[1], positions="end"))
+        >>> p.n_main, len(p.units) >= 1
+        (4, True)
     """
 
     key: str

@@ -24,7 +24,13 @@ import numpy as np
 
 
 class CheckpointError(ValueError):
-    """A checkpoint path that cannot be used (not a directory, not writable, old single-file format)."""
+    """A checkpoint path that cannot be used (not a directory, not writable, old single-file format).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> issubclass(ci.CheckpointError, Exception)          # raised by scan(..., checkpoint=DIR) for an unusable DIR
+        True
+    """
 
 
 class CheckpointWarning(UserWarning):

@@ -8,6 +8,14 @@ engine merges results by unit hash, so the executor never changes a value.
 - `slurm(folder, partition=None, **submitit_params)`: submitit job arrays over cost-balanced groups
   of units, writing shards into the shared results directory; preempted tasks are requeued and
   failed ones resubmitted.  Needs ``submitit``; ``cluster="local"`` runs the array on this machine.
+
+Examples:
+    >>> import causalinterp as ci
+    >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(8)
+    >>> eff = ci.scan(model, data, ci.sites.head_out(layers=[1], positions="end"), executor=ci.executors.local(),
+    ...               progress=False)
+    >>> eff.values.shape
+    (8, 4)
 """
 from ..engine.workers import LocalExecutor, local
 from .ray_actors import RayExecutor, ray

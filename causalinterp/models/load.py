@@ -22,6 +22,12 @@ class Model:
 
     `hf` is the unchanged Hugging Face model, `nn` the nnsight wrapper around the
     same weights (nothing is copied).  `remote=True` sends traces to NDIF.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model = ci.load_model("testbed:induction")
+        >>> model.n_layers, model.n_heads, model.family
+        (2, 4, 'gpt2')
     """
 
     hf: Any
@@ -200,6 +206,12 @@ def load_model(model_or_name, tokenizer=None, *, device="auto", dtype=None, remo
     nnsight's remote execution (needs an NDIF API key and a hosted model id; not testable offline).
     `adapter`: ``"auto"`` uses the family's table and derives (and checks) one for decoder-only models
     without a table; ``"derive"`` derives even where a table exists (to cross-check); or an `Adapter`.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model = ci.load_model("testbed:induction")          # or "gpt2", a local folder, a PreTrainedModel
+        >>> model.site_map()["component"].tolist()[:3]
+        ['resid_pre', 'resid_mid', 'resid_post']
     """
     import nnsight
     from transformers import PreTrainedModel

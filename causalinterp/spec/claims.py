@@ -6,6 +6,11 @@
     beats_random(n_random=200)           the site set's joint effect exceeds random site sets of its size
 
 `causalinterp.evaluate(effects, claim)` turns a claim and the engine's `Effects` into a verdict.
+
+Examples:
+    >>> import causalinterp as ci
+    >>> ci.claims.recovers(at_least=0.5).to_dict()
+    {'kind': 'recovers', 'at_least': 0.5}
 """
 from __future__ import annotations
 

@@ -12,7 +12,16 @@ import torch
 
 
 class DataError(ValueError):
-    """A contrast set that cannot be used as given; the message names the prompt and the fix."""
+    """A contrast set that cannot be used as given; the message names the prompt and the fix.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> try:
+        ...     ci.ContrastSet.from_tokens(clean=[[1, 2, 3]], corrupt=[[1, 2]], answer=[3])
+        ... except ci.DataError as e:
+        ...     print(str(e)[:40])
+        prompt 0: clean has 3 tokens but corrupt
+    """
 
 
 def _token(t, what: str) -> int:
@@ -72,6 +81,13 @@ class ContrastSet:
     answer, wrong   one token id per prompt: the correct and incorrect next token the metric reads
     positions       named positions: name -> one index per prompt (``end`` is always present)
     clusters        optional group id per prompt (e.g. template), used for cluster bootstrap
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> data = ci.ContrastSet.from_tokens(clean=[[5, 6, 7], [5, 8, 7]], corrupt=[[5, 9, 7], [5, 10, 7]],
+        ...                                   answer=[6, 8], wrong=[9, 10], positions={"subject": [1, 1]})
+        >>> data.n, data.positions["end"]
+        (2, (2, 2))
     """
 
     clean: tuple[tuple[int, ...], ...]

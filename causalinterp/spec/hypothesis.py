@@ -19,12 +19,28 @@ TASKS = ("ioi", "induction")
 
 
 class HypothesisError(ValueError):
-    """A hypothesis (object or file) that is not valid; the message names the field and the fix."""
+    """A hypothesis (object or file) that is not valid; the message names the field and the fix.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> try:
+        ...     ci.DataRef("no-such-task")
+        ... except ci.HypothesisError as e:
+        ...     print("unknown" in str(e))
+        True
+    """
 
 
 @dataclass(frozen=True)
 class DataRef:
-    """Data built at run time for the model's tokenizer: ``DataRef("ioi", n=64, seed=0, options={...})``."""
+    """Data built at run time for the model's tokenizer: ``DataRef("ioi", n=64, seed=0, options={...})``.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ref = ci.DataRef("ioi", n=32, seed=0)          # data: {task: ioi, n: 32, seed: 0} in YAML
+        >>> ref.build(ci.load_model("testbed:ioi")).n
+        32
+    """
 
     task: Literal["ioi", "induction"]
     n: Int = 32
@@ -59,7 +75,16 @@ class DataRef:
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One claim about a model, stated as data; `causalinterp.run(h, model)` tests it."""
+    """One claim about a model, stated as data; `causalinterp.run(h, model)` tests it.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> h = ci.Hypothesis(name="induction head carries the copy", data=ci.DataRef("induction", n=32),
+        ...                   sites=ci.sites.heads([(1, 2)], positions="end"), intervention=ci.patch("noise"),
+        ...                   claim=ci.claims.has_effect(direction="decrease"), model="testbed:induction")
+        >>> ci.run(h, progress=False).verdict
+        'supported'
+    """
 
     name: Name
     data: Any  # ContrastSet | DataRef
@@ -125,6 +150,12 @@ def load_hypotheses(path: str | Path) -> list[Hypothesis]:
 
     A top-level ``model:`` applies to every hypothesis that names none.  Validated completely (strict types,
     unknown keys, ranges, duplicate keys) before anything runs; see `causalinterp.spec.files`.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> from causalinterp.examples import HYPOTHESES
+        >>> [h.name for h in ci.load_hypotheses(HYPOTHESES / "hyp_induction_ko.yaml")]
+        ['knocked-out head has an effect', 'induction head still works after the knock-out']
     """
     from .schema import spec_files
     return spec_files().load_hypotheses(path)

@@ -30,7 +30,13 @@ class InterventionError(ValueError):
 
 @dataclass(frozen=True)
 class Intervention:
-    """Which run is intervened on and what value is written (see the module docstring)."""
+    """Which run is intervened on and what value is written (see the module docstring).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.patch("denoise").base_run, ci.ablate("mean").base_run
+        ('corrupt', 'clean')
+    """
 
     __pydantic_config__ = SPEC_CONFIG
 
@@ -70,7 +76,13 @@ class Intervention:
 
 
 def patch(direction: str = "denoise") -> Intervention:
-    """Activation patching: ``"denoise"`` (clean into corrupt) or ``"noise"`` (corrupt into clean)."""
+    """Activation patching: ``"denoise"`` (clean into corrupt) or ``"noise"`` (corrupt into clean).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.patch("noise")
+        Intervention(kind='noise', seed=0, reference='corrupt')
+    """
     if direction not in ("denoise", "noise"):
         raise InterventionError(f"patch direction must be 'denoise' or 'noise', got {direction!r}"
                                 f"{did_you_mean(direction, ('denoise', 'noise'))}")
@@ -78,7 +90,13 @@ def patch(direction: str = "denoise") -> Intervention:
 
 
 def ablate(kind: str = "mean", seed: int = 0, reference: str = "corrupt") -> Intervention:
-    """Ablation of the clean run: ``"zero"``, ``"mean"`` or ``"resample"`` (seeded)."""
+    """Ablation of the clean run: ``"zero"``, ``"mean"`` or ``"resample"`` (seeded).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.ablate("resample", seed=1)
+        Intervention(kind='resample', seed=1, reference='corrupt')
+    """
     if kind not in ("zero", "mean", "resample"):
         raise InterventionError(f"ablation must be 'zero', 'mean' or 'resample', got {kind!r}"
                                 f"{did_you_mean(kind, ('zero', 'mean', 'resample'))}")

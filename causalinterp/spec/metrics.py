@@ -1,4 +1,10 @@
-"""Metrics: a number per prompt read from the next-token logits at one position (``end`` by default)."""
+"""Metrics: a number per prompt read from the next-token logits at one position (``end`` by default).
+
+Examples:
+    >>> import causalinterp as ci
+    >>> ci.metrics.logit_diff(), ci.metrics.prob(position="end")
+    (Metric(kind='logit_diff', position='end'), Metric(kind='prob', position='end'))
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +24,13 @@ class MetricError(ValueError):
 
 @dataclass(frozen=True)
 class Metric:
-    """What is measured: `kind` at token `position` (an int or a named position of the data)."""
+    """What is measured: `kind` at token `position` (an int or a named position of the data).
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.Metric("logprob", position="end") == ci.metrics.logprob()
+        True
+    """
 
     __pydantic_config__ = SPEC_CONFIG
 

@@ -3,6 +3,11 @@
 A `Site` is one concrete place.  A `SiteSet` is a declarative description
 ("every layer x every position of resid_pre") that is resolved against a model
 and a contrast set only at scan time, so it can be written before either exists.
+
+Examples:
+    >>> import causalinterp as ci
+    >>> ci.sites.resid_pre(layers=[0], positions=["IO", "S2"])
+    SiteSet(component='resid_pre', layers=(0,), heads=None, positions=('IO', 'S2'), explicit=())
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ class Site:
 
     `position` is an int (negative counts from each prompt's end), a named
     position of the contrast set (e.g. ``"end"``, ``"S2"``), or ``"all"``.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.Site("head_out", layer=1, head=2, position="end")
+        Site(component='head_out', layer=1, head=2, position='end')
     """
 
     __pydantic_config__ = SPEC_CONFIG
@@ -93,6 +103,13 @@ class SiteSet:
 
     Either a grid (`component` with `layers`/`heads`/`positions`, ``None`` meaning
     every one, one site each) or an explicit tuple of `Site`s.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> ci.sites.head_out(layers=[1], positions="end")            # one site per head of layer 1
+        SiteSet(component='head_out', layers=(1,), heads=None, positions=('end',), explicit=())
+        >>> ci.SiteSet.from_dict({"component": "mlp_out", "layers": [0, 1]}).layers
+        (0, 1)
     """
 
     component: Optional[Component] = None
