@@ -18,18 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev]' $(QUIET_PIP)
 	touch $@
 
-# The extras for building and checking the wheel (build, twine).
-$(VENV)/.release: $(VENV)/.installed
-	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,release]'
+# The extras for building and checking the wheel (build, twine) and for the documentation site (mkdocs).
+$(VENV)/.extras: $(VENV)/.installed
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,release,docs]'
 	touch $@
 
-# The extras for the documentation site (mkdocs and plugins).
-$(VENV)/.docs: $(VENV)/.installed
-	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev,docs]'
-	touch $@
-
-.PHONY: setup demo test test-slow bench wheel-test docs
+.PHONY: setup extras demo test test-slow bench wheel-test docs
 setup: $(VENV)/.installed
+extras: $(VENV)/.extras
 
 demo: setup
 	$(PY) -m causalinterp demo --out reports
@@ -44,10 +40,10 @@ bench: setup
 	$(PY) -m benchmarks
 
 # Build the wheel and sdist, twine-check them, install the wheel into a fresh venv outside the repository
-# and run the demo, a scan and pytest on a hypothesis file there (.ci/wheel_test.sh).
-wheel-test: $(VENV)/.release
+# and run the demo, a scan, and `causalinterp init` + pytest there (.ci/wheel_test.sh).
+wheel-test: $(VENV)/.extras
 	bash .ci/wheel_test.sh $(PY)
 
 # The documentation site, built strictly (any warning fails) into site/; the notebooks are executed.
-docs: $(VENV)/.docs
+docs: $(VENV)/.extras
 	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 MPLBACKEND=Agg $(PY) -m mkdocs build --strict
