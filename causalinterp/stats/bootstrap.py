@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .permutation import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows,
+from ._inputs import (_check_axis, _check_finite, _check_n, _check_n_resamples, _chunk_rows,
                           _cluster_index, _cluster_sums, _rng, _shape_out, _to_numpy, _zero_variance,
-                          DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL)
+                          DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL, _check_level)
 
 __all__ = ["ConfidenceInterval", "bootstrap_ci", "bootstrap_distribution"]
 
@@ -57,13 +57,6 @@ class ConfidenceInterval:
 
 
 # ----------------------------------------------------------------------------- validation
-
-def _check_level(confidence_level) -> float:
-    cl = float(confidence_level)
-    if not 0 < cl < 1:
-        raise ValueError(f"confidence_level must be in (0, 1), e.g. 0.95; got {confidence_level!r}")
-    return cl
-
 
 def _check_method(method: str) -> str:
     m = str(method).lower()

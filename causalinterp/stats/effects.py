@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .bootstrap import ConfidenceInterval, _check_level, _check_method, _ratio_ci, _ratio_distribution
-from .permutation import (DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL, _check_axis, _check_finite, _check_n,
+from ._inputs import (DEFAULT_MAX_MEMORY, ZERO_VAR_RTOL, _check_axis, _check_finite, _check_n,
                           _check_n_resamples, _chunk_rows, _cluster_index, _cluster_sums, _paired_2d, _rng,
                           _shape_out, _to_numpy, _zero_variance)
 

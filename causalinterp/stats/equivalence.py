@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _st
 
-from .permutation import _paired_2d, _shape_out, _zero_variance
+from ._inputs import _paired_2d, _shape_out, _zero_variance
 
 __all__ = ["TOSTResult", "tost"]
 

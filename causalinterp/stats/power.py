@@ -9,7 +9,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as _st
 
-from .permutation import _check_alternative, _paired_2d, _shape_out
+from ._inputs import _check_alternative, _paired_2d, _shape_out
 
 __all__ = ["MDEResult", "min_detectable_effect", "smallest_pvalue"]
 
