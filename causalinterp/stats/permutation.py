@@ -9,7 +9,7 @@ sites is one matrix product ``signs @ d`` per chunk of resamples; memory is
 bounded by chunking the resamples (``max_memory``).
 
 The same pass can record, per resample, the largest and smallest studentised statistic over all
-sites: the null distribution of Westfall and Young's single-step maxT correction (`maxt_pvalues`).
+sites, and counts Westfall and Young's step-down maxT (`maxt_pvalues`, `StepDown`).
 
 The input checks shared by every `causalinterp.stats` module live in `_inputs`.
 """
@@ -59,14 +59,54 @@ def _studentize(s: np.ndarray, ss: np.ndarray, g: int) -> np.ndarray:
     return out
 
 
+class StepDown:
+    """Westfall-Young step-down maxT counts, accumulated one chunk of resamples at a time.
+
+    Sites are ranked by their observed statistic ``T_obs`` (largest first).  For the site of rank r the
+    count is ``#{b: max over the sites of rank >= r of T^(b) >= thr_r}`` -- the maximum over the sites not
+    yet rejected when the procedure reaches it -- one reverse running maximum per resample row.  The
+    adjusted p-values (`pvalues`) are then made monotone along the ranking (Westfall & Young 1993, alg. 2.8),
+    so a site is never rejected unless every higher-ranked one is.  ``thr`` is the observed statistic less a
+    rounding tolerance (ties count as "as extreme").  Works for any statistic whose joint null distribution
+    over the sites is the same for every subset of true nulls (subset pivotality): the sign-flip
+    studentised means, and the centred bootstrap-t statistics.
+    """
+
+    def __init__(self, t_obs: np.ndarray, thr: np.ndarray | None = None):
+        self.order = np.argsort(-t_obs, kind="stable")
+        self.thr = (t_obs if thr is None else thr)[self.order]
+        self.count = np.zeros(t_obs.shape[0], dtype=np.int64)
+        self.null_max: list[np.ndarray] = []
+
+    def update(self, t_null: np.ndarray) -> None:
+        """Count one chunk of null statistics ``t_null`` [rows, k] (same site order as `t_obs`)."""
+        q = t_null[:, self.order[::-1]]
+        np.maximum.accumulate(q, axis=1, out=q)
+        q = q[:, ::-1]
+        self.null_max.append(q[:, 0].copy())
+        self.count += np.count_nonzero(q >= self.thr, axis=0)
+
+    def pvalues(self, total: int, exact: bool) -> np.ndarray:
+        """Monotone adjusted p-values in the original site order: ``c / 2**n`` (exact) or ``(c + 1)/(B + 1)``."""
+        p = self.count / float(total) if exact else (self.count + 1.0) / (total + 1.0)
+        p = np.maximum.accumulate(np.clip(p, 0.0, 1.0))
+        out = np.empty_like(p)
+        out[self.order] = p
+        return out
+
+    def maxima(self) -> np.ndarray:
+        """Per resample, the maximum over all sites (the single-step null distribution)."""
+        return np.concatenate(self.null_max) if self.null_max else np.empty(0)
+
+
 @dataclass(frozen=True)
 class _MaxT:
-    """Per-resample extremes of the studentised statistic over all sites, and counts against each site."""
+    """Step-down maxT counts per alternative, and the per-resample extremes of the studentised statistic."""
 
     t: np.ndarray              # [k] observed t
-    count_ge: np.ndarray       # [k] #{b: max_k t_k >= t_j}            ("greater")
-    count_le: np.ndarray       # [k] #{b: min_k t_k <= t_j}            ("less")
-    count_abs: np.ndarray      # [k] #{b: max_k |t_k| >= |t_j|}        ("two-sided")
+    greater: StepDown          # statistic t
+    less: StepDown             # statistic -t
+    two_sided: StepDown        # statistic |t|
     null_max: np.ndarray       # [B] max_k t_k per resample
     null_min: np.ndarray       # [B] min_k t_k per resample
 
@@ -100,15 +140,14 @@ class _SignFlip:
         return np.clip(p, 0.0, 1.0)
 
     def maxt_pvalue(self, alternative: str) -> np.ndarray:
-        """Westfall-Young single-step maxT adjusted p-values (needs ``_signflip(..., maxt=True)``).
+        """Westfall-Young step-down maxT adjusted p-values (needs ``_signflip(..., maxt=True)``; `StepDown`).
 
-        Exact: ``#{patterns: max >= observed} / 2**n`` (the identity pattern included); Monte Carlo:
-        ``(1 + #{b: max >= observed}) / (B + 1)``.
+        Exact: counts over the ``2**n`` patterns (the identity included) / 2**n; Monte Carlo:
+        ``(1 + count) / (B + 1)``; monotone along the ranking of the observed statistic.
         """
         mt = self.maxt
-        b = {"greater": mt.count_ge, "less": mt.count_le, "two-sided": mt.count_abs}[alternative]
-        p = b / float(self.n_resamples) if self.exact else (b + 1.0) / (self.n_resamples + 1.0)
-        return np.clip(p, 0.0, 1.0)
+        sd = {"greater": mt.greater, "less": mt.less, "two-sided": mt.two_sided}[alternative]
+        return sd.pvalues(self.n_resamples, self.exact)
 
     def maxt_critical(self, alternative: str, alpha: float) -> float | None:
         """The studentised statistic a site must exceed for its maxT p to fall below `alpha` (None: no site can)."""
@@ -257,7 +296,7 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
     total = 2 ** g if exact else n_resamples
     # per resample row: signs (8 g), null row (8 k), a boolean temporary (k); maxT: t row (8 k);
     # CI: centred null (8 k), two crossing points (16 k) and their merge with the kept ones (16 k)
-    chunk = _chunk_rows(max_memory, 8 * g + (17 if maxt else 9) * k + (40 * k if ci_level is not None else 0),
+    chunk = _chunk_rows(max_memory, 8 * g + (41 if maxt else 9) * k + (40 * k if ci_level is not None else 0),
                         total)
     ge = np.zeros(k, dtype=np.int64)
     le = np.zeros(k, dtype=np.int64)
@@ -266,6 +305,11 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
         ss = np.einsum("ij,ij->j", units, units)
         null_max = np.empty(total)
         null_min = np.empty(total)
+        # the observed t, and the per-site tie thresholds of the mean test mapped through the increasing map
+        # mean -> t (so with one site the maxT p equals the sign-flip p, ties included)
+        t_obs = _studentize(n * obs, ss, g)
+        t_lo, t_hi, t_abs = (_studentize(n * v, ss, g) for v in (lo_thr, hi_thr, abs_thr))
+        steps = (StepDown(t_obs, t_lo), StepDown(-t_obs, -t_hi), StepDown(np.abs(t_obs), t_abs))
     ci = None
     if ci_level is not None:
         ci = _CIBounds(d, units, inverse, n_units, obs, exact, total, 1.0 - ci_level)
@@ -277,6 +321,11 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
             t = _studentize(null, ss, g)
             t.max(axis=1, out=null_max[start:stop])
             t.min(axis=1, out=null_min[start:stop])
+            steps[0].update(t)
+            np.negative(t, out=t)
+            steps[1].update(t)
+            np.abs(t, out=t)
+            steps[2].update(t)
             del t
         null /= n
         ge += np.count_nonzero(null >= lo_thr, axis=0)
@@ -286,17 +335,8 @@ def _signflip(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, inve
         del null, signs   # free before the next chunk allocates its own
     mt = None
     if maxt:
-        # the observed t, and the per-site tie thresholds of the mean test mapped through the increasing map
-        # mean -> t (so with one site the maxT p equals the sign-flip p, ties included)
-        t_obs = _studentize(n * obs, ss, g)
-        t_lo, t_hi, t_abs = (_studentize(n * v, ss, g) for v in (lo_thr, hi_thr, abs_thr))
-        s_max, s_min = np.sort(null_max), np.sort(null_min)
-        s_abs = np.sort(np.maximum(null_max, -null_min))
-        mt = _MaxT(t=t_obs,
-                   count_ge=total - np.searchsorted(s_max, t_lo, side="left"),
-                   count_le=np.searchsorted(s_min, t_hi, side="right"),
-                   count_abs=total - np.searchsorted(s_abs, t_abs, side="left"),
-                   null_max=null_max, null_min=null_min)
+        mt = _MaxT(t=t_obs, greater=steps[0], less=steps[1], two_sided=steps[2], null_max=null_max,
+                   null_min=null_min)
     bounds = ci.bounds() if ci is not None else (None, None)
     return _SignFlip(obs, ge, le, ab, total, exact, mt, g, *bounds)
 
@@ -362,7 +402,7 @@ def permutation_test(x, y=None, *, alternative: str = "two-sided", n_resamples: 
 
 def maxt_pvalues(x, *, alternative: str = "two-sided", n_resamples: int = 9999, seed=None, axis: int = 0,
                  clusters=None, max_memory: int | None = None):
-    """Westfall-Young single-step maxT adjusted p-values: family-wise error control over all sites of `x`.
+    """Westfall-Young step-down maxT adjusted p-values: family-wise error control over all sites of `x`.
 
     `x` holds per-prompt differences (prompts on `axis`, sites on the other axes; the whole array is one
     family).  Each resample flips the signs of the prompts (of whole clusters when `clusters` is given)
@@ -371,10 +411,12 @@ def maxt_pvalues(x, *, alternative: str = "two-sided", n_resamples: int = 9999, 
     ``t_j = mean_j / sd_j * sqrt(n)`` of the units (prompts, or cluster sums of prompts);
     ``T = t`` ("greater"), ``-t`` ("less") or ``|t|`` ("two-sided"), and
 
-        p_adj_j = (1 + #{b: max_k T_k^(b) >= T_j}) / (B + 1)            (Monte Carlo, B = n_resamples)
-        p_adj_j = #{patterns: max_k T_k >= T_j} / 2**n                   (exact, when 2**n <= n_resamples)
+        p_j = (1 + #{b: max_{k: T_k <= T_j} T_k^(b) >= T_j}) / (B + 1)   (Monte Carlo, B = n_resamples)
+        p_j = #{patterns: max_{k: T_k <= T_j} T_k >= T_j} / 2**n        (exact, when 2**n <= n_resamples)
 
-    (the identity pattern is one of the 2**n).  Rejecting where ``p_adj < alpha`` controls the family-wise
+    (the identity pattern is one of the 2**n; the maximum runs over the sites ranked at or below j), made
+    monotone along the ranking: ``p_adj_(r) = max_{r' <= r} p_(r')`` (step-down; `StepDown`).  The most
+    significant site gets the single-step p-value; the others can only gain.  Rejecting where ``p_adj < alpha`` controls the family-wise
     error at alpha whenever every prompt's row of differences is symmetric about zero under the null
     (for every subset of true nulls: the sign-flip null is the same for any subset).  Unlike
     Bonferroni/Holm, the smallest attainable p_adj is ``1 / (B + 1)`` for any number of sites, so ~20/alpha
