@@ -18,11 +18,11 @@ from . import verdict as V
 from .spec.claims import BeatsRandom, Claim, ClaimError, HasEffect, Recovers
 from .stats.bootstrap import _check_level
 from .stats.effects import effect_size, gap_is_zero, recovery
-from .stats.equivalence import tost
 from .stats.multiple import adjust_pvalues, check_correction, effective_alpha
 from .stats.permutation import (ZERO_VAR_RTOL, _check_n_resamples, _cluster_index, _cluster_sums, _signflip,
                                 _zero_variance)
 from .stats.power import _standardized_mde, smallest_pvalue
+from .stats.robust import _robust
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -159,6 +159,7 @@ class _Scan:
     max_memory: int | None
     rng_perm: np.random.Generator
     rng_boot: np.random.Generator
+    rng_t: np.random.Generator    # the studentised bootstrap's resamples
     site_cols: dict           # table columns describing the sites
     notes: tuple = ()         # reasons appended to every evaluation of this scan (e.g. a correction fallback)
 
@@ -183,6 +184,12 @@ class _Scan:
         return _signflip(d, n_resamples=self.n_resamples, rng=self.rng_perm if rng is None else rng,
                          inverse=self.inverse, n_units=self.n_units, max_memory=self.max_memory, maxt=self.maxt,
                          ci_level=self.confidence_level if ci else None)
+
+    def test(self, d: np.ndarray, ci: bool = False, rng=None, maxt: bool | None = None):
+        """Robust test of mean(d) (sign-flip AND bootstrap-t, `causalinterp.stats.robust`); `ci`: sign-flip CI."""
+        return _robust(d, n_resamples=self.n_resamples, rng_signflip=self.rng_perm if rng is None else rng,
+                       rng_boot=self.rng_t, inverse=self.inverse, n_units=self.n_units, max_memory=self.max_memory,
+                       maxt=self.maxt if maxt is None else maxt, ci_level=self.confidence_level if ci else None)
 
     def adjust(self, p) -> np.ndarray:
         """Correct p-values over the family; p-values of non-sign-flip tests (TOST) use holm under maxT."""
@@ -246,7 +253,7 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
         notes = (f"correction='maxT' applies to the sign-flip tests of has_effect and recovers, not to "
                  f"{claim.kind} ({why}): holm used instead",)
         correction = "holm"
-    rng_perm, rng_boot = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    rng_perm, rng_boot, rng_t = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     gap = target - base
     mean_gap = float(gap.mean())
     base_name, target_name = _names(base, target, clean, corrupt)
@@ -255,7 +262,7 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
                  scale=np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max(),
                  inverse=inverse, n_units=g, base_name=base_name, target_name=target_name, alpha=alpha,
                  correction=correction, confidence_level=cl, n_resamples=n_resamples, max_memory=max_memory,
-                 rng_perm=rng_perm, rng_boot=rng_boot, site_cols=_site_columns(effects), notes=notes)
+                 rng_perm=rng_perm, rng_boot=rng_boot, rng_t=rng_t, site_cols=_site_columns(effects), notes=notes)
     common = dict(claim=claim, alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl,
                   seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None)
 
@@ -272,8 +279,10 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     if correction == "maxT" and m > 1:
         label += " (maxT)"
     maxt_ok = isinstance(claim, (Recovers, HasEffect))
-    ctx = _context(scan, smallest_pvalue(g, n_resamples, alternative), thr, label,
-                   _power_fix(g, n_resamples, thr, alternative, inverse is not None, correction, alpha, maxt_ok))
+    # no_effect's equivalence is two one-sided tests: its smallest attainable p is a one-sided one
+    power_alt = alternative if isinstance(claim, (Recovers, HasEffect)) else "greater"
+    ctx = _context(scan, smallest_pvalue(g, n_resamples, power_alt), thr, label,
+                   _power_fix(g, n_resamples, thr, power_alt, inverse is not None, correction, alpha, maxt_ok))
     if isinstance(claim, Recovers):
         return _recovers(scan, claim, ctx, common)
     return _effect_claims(scan, claim, ctx, thr, alternative, common)
@@ -286,7 +295,7 @@ def _context(scan: _Scan, smallest: float, threshold: float, label: str, fix: st
     n_label = f"{scan.n_units} clusters" if scan.inverse is not None else f"n={scan.n}"
     return V.Context(alpha=scan.alpha, threshold=threshold, threshold_label=label, smallest_p=smallest,
                      n_label=n_label, confidence_level=scan.confidence_level, base_name=scan.base_name,
-                     target_name=scan.target_name, power_fix=fix)
+                     target_name=scan.target_name, power_fix=fix, n_units=scan.n_units)
 
 
 def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str,
@@ -353,9 +362,10 @@ def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluatio
     if scan.no_gap:
         return _undefined(scan, lambda ev: V.recovers_rule(ev, ctx, tau), site_cols, quantity, common)
     sgn = 1.0 if scan.mean_gap > 0 else -1.0
-    sf = scan.signflip(sgn * (scan.e - tau * scan.gap[:, None]))
+    sf = scan.test(sgn * (scan.e - tau * scan.gap[:, None]))
     p_sup = sf.pvalue("greater")
     p_sup_adj, p_ref_adj = scan.adjust_signflip(sf, "greater"), scan.adjust_signflip(sf, "less")
+    need_sup, need_ref = sf.n_reliable("greater"), sf.n_reliable("less")
     rec = scan.recovery(scan.values)
     est = np.atleast_1d(rec.estimate).astype(float)
     lo, hi = np.atleast_1d(rec.low).astype(float), np.atleast_1d(rec.high).astype(float)
@@ -371,13 +381,49 @@ def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluatio
                     f"{scan.mean_gap:.3g}; {100 * rec.gap_flip_fraction:.0f}% of bootstrap resamples flip its sign)")
     decisions = [V.recovers_rule(V.SiteEvidence(
         estimate=est[j], ci_low=lo[j], ci_high=hi[j], p_adj=p_sup_adj[j], p_opposite_adj=p_ref_adj[j],
-        exact=bool(exact[j]), all_base=bool(all_base[j]), all_target=bool(all_target[j]), unstable_gap=unstable),
+        exact=bool(exact[j]), all_base=bool(all_base[j]), all_target=bool(all_target[j]), unstable_gap=unstable,
+        skewness=float(sf.skewness[j]), n_reliable=int(need_sup[j]), n_reliable_opposite=int(need_ref[j])),
         ctx, tau) for j in range(scan.m)]
-    return _finish(scan, decisions, site_cols, est, lo, hi, p_sup, p_sup_adj, quantity, common)
+    extra = []
+    if scan.inverse is not None and scan.n_units < 20:
+        extra.append(f"recovery CI from a bootstrap over {scan.n_units} clusters: with fewer than about 20 clusters "
+                     "it may under-cover")
+    return _finish(scan, decisions, site_cols, est, lo, hi, p_sup, p_sup_adj, quantity, common, extra)
+
+
+def _equivalence(scan: _Scan, claim):
+    """Equivalence |mean e| < delta by two one-sided robust tests of linear contrasts.
+
+    Relative margin (delta = margin x |mean gap|, the gap estimated from the same prompts): the contrasts
+    ``e + margin*s*g`` (mean > 0 <=> effect > -delta) and ``margin*s*g - e`` (mean > 0 <=> effect < +delta),
+    s = sign(mean gap), so the gap's own uncertainty is in the test rather than treated as a constant.
+    Absolute margin: ``e + delta`` and ``delta - e``.  Each contrast gets the robust test (sign-flip AND
+    bootstrap-t, clustered like the claim's test, prompt-weighted like the estimate).
+
+    Returns (p, p_adj, p_exceeds, p_exceeds_adj, n_reliable_tost, n_reliable_exceeds, margin).
+    """
+    m = scan.m
+    if claim.relative:
+        s = 1.0 if scan.mean_gap > 0 else -1.0
+        half = (claim.margin * s * scan.gap)[:, None]
+        margin = claim.margin * abs(scan.mean_gap)
+    else:
+        half = np.full((scan.n, 1), claim.margin)
+        margin = claim.margin
+    c = np.concatenate([scan.e + half, half - scan.e], axis=1)      # [n, 2m]: lower side, upper side
+    r = scan.test(c, rng=scan.rng_boot, maxt=False)
+    pg, pl = r.pvalue("greater"), r.pvalue("less")
+    ng, nl = r.n_reliable("greater"), r.n_reliable("less")
+    p = np.maximum(pg[:m], pg[m:])
+    need_tost = np.maximum(ng[:m], ng[m:])
+    lower_beyond = pl[:m] <= pl[m:]
+    p_exc = np.minimum(1.0, 2 * np.minimum(pl[:m], pl[m:]))
+    need_exc = np.where(lower_beyond, nl[:m], nl[m:])
+    return p, scan.adjust(p), p_exc, scan.adjust(p_exc), need_tost, need_exc, margin
 
 
 def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: str, common) -> Evaluation:
-    """has_effect and no_effect: sign-flip test, CI of the mean effect, TOST, minimum detectable effect.
+    """has_effect and no_effect: robust test, CI of the mean effect, equivalence, minimum detectable effect.
 
     The CI inverts the two-sided sign-flip test (`causalinterp.stats.signflip_ci`): for has_effect from the
     very sign patterns of its test (one pass), for no_effect from its own patterns (the bootstrap stream).
@@ -387,8 +433,9 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
     exact = _zero_variance(e, scan.scale)
     all_base = np.all(e == 0, axis=0)
     all_target = np.all(scan.values == scan.target[:, None], axis=0)
-    sf = scan.signflip(e, ci=True, rng=None if isinstance(claim, HasEffect) else scan.rng_boot)
-    est, lo, hi = sf.statistic, sf.ci_low, sf.ci_high
+    is_has = isinstance(claim, HasEffect)
+    sf = scan.test(e, ci=True, rng=None if is_has else scan.rng_perm, maxt=scan.maxt and is_has)
+    est, lo, hi = sf.statistic, sf.sf.ci_low, sf.sf.ci_high
     est = np.where(exact & (np.abs(est) <= ZERO_VAR_RTOL * scan.scale), 0.0, est)
     lo, hi = np.where(exact, est, lo), np.where(exact, est, hi)
 
@@ -397,32 +444,33 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
         undefined = (f"{scan.target_name} and {scan.base_name} do not differ (mean gap {scan.mean_gap:.3g}), so a "
                      "margin relative to the gap is undefined; pass margin=..., relative=False (metric units)")
         margin = np.nan
-    else:
-        margin = claim.margin * abs(scan.mean_gap) if claim.relative else claim.margin
-    # TOST and the MDE use prompts, or cluster means when prompts are clustered (the independent units)
+    # the MDE uses prompts, or cluster means when prompts are clustered (the independent units)
     if scan.inverse is not None:
         sizes = np.bincount(scan.inverse, minlength=scan.n_units).astype(float)
         e_units = _cluster_sums(e, scan.inverse, scan.n_units) / sizes[:, None]
     else:
         e_units = e
     nan = np.full(m, np.nan)
-    tost_p = tost_adj = exc_adj = t_lo = t_hi = nan
+    zeros = np.zeros(m, dtype=int)
+    tost_p = tost_adj = exc_adj = nan
+    need_tost = need_exc = zeros
     if undefined is None:
-        t = tost(e_units, margin, alpha=scan.alpha)
-        tost_p = np.atleast_1d(t.pvalue)
-        tost_adj, exc_adj = scan.adjust(tost_p), scan.adjust(t.pvalue_exceeds)
-        t_lo, t_hi = np.atleast_1d(t.low), np.atleast_1d(t.high)
+        tost_p, tost_adj, _, exc_adj, need_tost, need_exc, margin = _equivalence(scan, claim)
     p = p_adj = None
     p_opp_adj = [None] * m
+    need, need_opp = zeros, zeros
     level = thr
-    if isinstance(claim, HasEffect):
+    if is_has:
         p = sf.pvalue(alternative)
         p_adj = scan.adjust_signflip(sf, alternative)
+        need = sf.n_reliable(alternative)
         if alternative != "two-sided":
-            p_opp_adj = scan.adjust_signflip(sf, "less" if alternative == "greater" else "greater")
-        if sf.maxt is not None and m > 1 and not ctx.underpowered:
+            opposite = "less" if alternative == "greater" else "greater"
+            p_opp_adj = scan.adjust_signflip(sf, opposite)
+            need_opp = sf.n_reliable(opposite)
+        if sf.sf.maxt is not None and m > 1 and not ctx.underpowered:
             # maxT has no fixed per-site level: the MDE uses the level of a t-test at the maxT critical value
-            crit = sf.maxt_critical(alternative, scan.alpha)
+            crit = sf.sf.maxt_critical(alternative, scan.alpha)
             if crit is not None:
                 tail = float(_st.t.sf(crit, sf.n_units - 1)) * (2.0 if alternative == "two-sided" else 1.0)
                 level = min(tail, thr)
@@ -439,20 +487,23 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
     for j in range(m):
         ev = V.SiteEvidence(estimate=est[j], ci_low=lo[j], ci_high=hi[j], exact=bool(exact[j]),
                             all_base=bool(all_base[j]), all_target=bool(all_target[j]), undefined=undefined,
-                            margin=margin, tost_p_adj=tost_adj[j], tost_low=t_lo[j], tost_high=t_hi[j],
+                            margin=margin, tost_p_adj=tost_adj[j], tost_low=lo[j], tost_high=hi[j],
                             exceeds_p_adj=exc_adj[j], mde=float(mde[j]),
                             mde_relative=None if scan.no_gap else float(mde_rel[j]),
-                            p_adj=None if p_adj is None else p_adj[j], p_opposite_adj=p_opp_adj[j])
-        decisions.append(V.has_effect_rule(ev, ctx, claim.direction) if isinstance(claim, HasEffect)
-                         else V.no_effect_rule(ev, ctx))
-    if not isinstance(claim, HasEffect):
+                            p_adj=None if p_adj is None else p_adj[j], p_opposite_adj=p_opp_adj[j],
+                            skewness=float(sf.skewness[j]), n_reliable=int(need[j]),
+                            n_reliable_opposite=int(need_opp[j]), n_reliable_tost=int(need_tost[j]),
+                            n_reliable_exceeds=int(need_exc[j]))
+        decisions.append(V.has_effect_rule(ev, ctx, claim.direction) if is_has else V.no_effect_rule(ev, ctx))
+    if not is_has:
         p, p_adj = tost_p, tost_adj
     extra = []
     if undefined is None:
-        rel = f" ({claim.margin:g} of the gap {abs(scan.mean_gap):.3g})" if claim.relative else ""
+        rel = (f" ({claim.margin:g} of the gap {abs(scan.mean_gap):.3g}; the gap's uncertainty is in the test)"
+               if claim.relative else "")
         extra.append(f"margin +-{margin:.3g} in metric units{rel}")
-    if scan.maxt and any("TOST" in d.reason for d in decisions):
-        extra.append("TOST p_adj corrected with holm (maxT applies to the sign-flip tests only)")
+    if scan.maxt and any("equivalence" in d.reason for d in decisions):
+        extra.append("equivalence p_adj corrected with holm (maxT applies to the tests of the effect only)")
     return _finish(scan, decisions, site_cols, est, lo, hi, p, p_adj,
                    f"mean effect (values - {scan.base_name}, metric units)", common, extra)
 

@@ -29,6 +29,8 @@ ZERO_VARIANCE = "zero-variance"
 UNDERPOWERED = "underpowered"
 UNDEFINED = "undefined"
 UNSTABLE_GAP = "unstable-gap"
+SKEWED = "skewed"
+SELECTED = "selected-on-same-data"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Context:
     target_name: str = "clean"    # where a full effect goes
     power_fix: str = ""           # what would make the smallest attainable p small enough
     mde_label: str = ""           # the level the minimum detectable effect is computed at (default threshold_label)
+    n_units: int = 0              # prompts, or clusters (what Cochran's rule counts)
+    selected_on: str = ""         # non-empty: the sites were chosen on these very prompts (the reason says how)
 
     @property
     def underpowered(self) -> bool:
@@ -79,6 +83,11 @@ class SiteEvidence:
     mde_relative: float | None = None  # as a fraction of the gap
     random_rank: str | None = None    # beats_random: where the observed effect falls among random sets
     beats_median: bool = False        # beats_random: observed above the random sets' median
+    skewness: float = 0.0             # sample skewness of the units of the claim's test statistic
+    n_reliable: int = 0               # units Cochran's rule asks for before the claim's own rejection is trusted
+    n_reliable_opposite: int = 0      # ... before the opposite rejection (refuted) is trusted
+    n_reliable_tost: int = 0          # ... before the equivalence rejection (null) is trusted
+    n_reliable_exceeds: int = 0       # ... before "beyond the margin" is trusted
 
 
 @dataclass(frozen=True)
@@ -116,24 +125,60 @@ def _cl(ctx: Context) -> str:
     return f"{100 * ctx.confidence_level:g}% CI"
 
 
+def _doubt(ev: SiteEvidence, ctx: Context, need: int, what: str) -> Decision | None:
+    """Abstain from a rejection the data cannot back: skewed against it with fewer units than Cochran asks."""
+    if not need or ctx.n_units >= need:
+        return None
+    unit = "clusters" if "cluster" in ctx.n_label else "prompts"
+    return Decision(INCONCLUSIVE, SKEWED,
+                    f"{what}, but the per-prompt values are skewed against it (skewness {ev.skewness:.2g}): a sample "
+                    f"of {ctx.n_units} {unit} this skewed can miss rare large values in the other direction, so no "
+                    f"test of a mean is reliable here; about {need} {unit} would do (Cochran-type rule n > 50 (|g1| - 0.5 sqrt(6/n))^2). "
+                    "Confirm on more prompts")
+
+
+def _exact_underpowered(ctx: Context, what: str) -> Decision:
+    """Zero variance is not proof at tiny n: a constant sample is as likely under a sparse effect."""
+    return Decision(INCONCLUSIVE, _flags(ZERO_VARIANCE, UNDERPOWERED),
+                    f"{what}, but {ctx.power_reason()}: a constant sample this small does not rule out an effect that "
+                    "spares (or hits) the prompts not drawn")
+
+
+def _selected(ev: SiteEvidence, ctx: Context, d: Decision) -> Decision:
+    """A claim about sites chosen on these prompts is never `supported` on them (winner's curse)."""
+    if not ctx.selected_on or d.verdict != SUPPORTED:
+        return d
+    return Decision(INCONCLUSIVE, _flags(d.flag, SELECTED),
+                    f"{ctx.selected_on}; on the same prompts the test would say: {d.reason}. Confirm on held-out "
+                    "prompts (ContrastSet.split)")
+
+
 # ----------------------------------------------------------------------------- rules
 
 def recovers_rule(ev: SiteEvidence, ctx: Context, tau: float) -> Decision:
     """recovers(tau): sign-flip test of d = (values - base) - tau * (target - base)."""
+    return _selected(ev, ctx, _recovers(ev, ctx, tau))
+
+
+def _recovers(ev: SiteEvidence, ctx: Context, tau: float) -> Decision:
     if ev.undefined:
         return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
-    if ev.exact:
-        what = _same_as(ctx, ev) or f"every prompt recovers exactly {_g(ev.estimate)} of the gap"
-        if ev.estimate >= tau - 1e-9:     # rounding: a recovery of exactly tau meets "at least tau"
-            return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} >= {tau:g} exactly")
-        return Decision(REFUTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} < {tau:g} exactly")
     ci = f"{_cl(ctx)} {_ci(ev.ci_low, ev.ci_high)}"
     if ev.unstable_gap:
         return Decision(INCONCLUSIVE, UNSTABLE_GAP, f"{ev.unstable_gap}; recovery {_g(ev.estimate)}, {ci}")
+    if ev.exact:
+        what = _same_as(ctx, ev) or f"every prompt recovers exactly {_g(ev.estimate)} of the gap"
+        if ctx.underpowered:
+            return _exact_underpowered(ctx, what)
+        if ev.estimate >= tau - 1e-9:     # rounding: a recovery of exactly tau meets "at least tau"
+            return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} >= {tau:g} exactly")
+        return Decision(REFUTED, ZERO_VARIANCE, f"{what}: recovery {_g(ev.estimate)} < {tau:g} exactly")
     if ev.p_adj < ctx.alpha:
-        return Decision(SUPPORTED, "", f"recovery {_g(ev.estimate)} > {tau:g}: {ci}, p_adj {_p(ev.p_adj)}")
+        reason = f"recovery {_g(ev.estimate)} > {tau:g}: {ci}, p_adj {_p(ev.p_adj)}"
+        return _doubt(ev, ctx, ev.n_reliable, reason) or Decision(SUPPORTED, "", reason)
     if ev.p_opposite_adj < ctx.alpha:
-        return Decision(REFUTED, "", f"recovery {_g(ev.estimate)} < {tau:g}: {ci}, p_adj {_p(ev.p_opposite_adj)}")
+        reason = f"recovery {_g(ev.estimate)} < {tau:g}: {ci}, p_adj {_p(ev.p_opposite_adj)}"
+        return _doubt(ev, ctx, ev.n_reliable_opposite, reason) or Decision(REFUTED, "", reason)
     side = "straddles" if ev.ci_low <= tau <= ev.ci_high else ("lies above" if ev.ci_low > tau else "lies below")
     reason = f"{ci} {side} {tau:g}, not significant (p_adj {_p(ev.p_adj)} vs alpha {ctx.alpha:g})"
     if ctx.underpowered:
@@ -150,7 +195,7 @@ def _not_detected(ev: SiteEvidence, ctx: Context, lead: str) -> Decision:
     elif ev.mde is not None:
         rel = f" ({_g(ev.mde_relative)} of the gap)" if ev.mde_relative is not None else ""
         parts.append(f"minimum detectable effect {_g(ev.mde)}{rel} at {ctx.mde_label or ctx.threshold_label} "
-                     "with 80% power")
+                     "with 80% power (approximate: t-test power; skewed or sparse effects need more)")
     if ctx.underpowered:
         parts.insert(0, ctx.power_reason())
         return Decision(INCONCLUSIVE, UNDERPOWERED, "; ".join(parts))
@@ -158,9 +203,15 @@ def _not_detected(ev: SiteEvidence, ctx: Context, lead: str) -> Decision:
 
 
 def has_effect_rule(ev: SiteEvidence, ctx: Context, direction: str) -> Decision:
-    """has_effect(direction): sign-flip test of values - base, then TOST to tell null from inconclusive."""
+    """has_effect(direction): robust test of values - base, then equivalence to tell null from inconclusive."""
+    return _selected(ev, ctx, _has_effect(ev, ctx, direction))
+
+
+def _has_effect(ev: SiteEvidence, ctx: Context, direction: str) -> Decision:
     if ev.exact:
         what = _same_as(ctx, ev) or f"the effect is exactly {_g(ev.estimate)} on every prompt"
+        if ctx.underpowered:
+            return _exact_underpowered(ctx, what)
         if ev.estimate == 0:
             return Decision(NULL, ZERO_VARIANCE, f"{what}: effect exactly 0")
         if direction == "any" or (ev.estimate > 0) == (direction == "increase"):
@@ -168,42 +219,57 @@ def has_effect_rule(ev: SiteEvidence, ctx: Context, direction: str) -> Decision:
         return Decision(REFUTED, ZERO_VARIANCE, f"{what}: the opposite direction of the claimed {direction}")
     ci = f"{_cl(ctx)} {_ci(ev.ci_low, ev.ci_high)}"
     if ev.p_adj < ctx.alpha:
-        return Decision(SUPPORTED, "", f"mean effect {_g(ev.estimate)}, {ci}, p_adj {_p(ev.p_adj)}")
+        reason = f"mean effect {_g(ev.estimate)}, {ci}, p_adj {_p(ev.p_adj)}"
+        return _doubt(ev, ctx, ev.n_reliable, reason) or Decision(SUPPORTED, "", reason)
     if ev.p_opposite_adj is not None and ev.p_opposite_adj < ctx.alpha:
-        return Decision(REFUTED, "", f"mean effect {_g(ev.estimate)} goes against the claimed {direction}: {ci}, "
-                                     f"p_adj {_p(ev.p_opposite_adj)}")
+        reason = (f"mean effect {_g(ev.estimate)} goes against the claimed {direction}: {ci}, "
+                  f"p_adj {_p(ev.p_opposite_adj)}")
+        return _doubt(ev, ctx, ev.n_reliable_opposite, reason) or Decision(REFUTED, "", reason)
     lead = f"not significant (p_adj {_p(ev.p_adj)}), mean effect {_g(ev.estimate)}, {ci}"
     if ev.undefined:
         return Decision(INCONCLUSIVE, UNDEFINED, f"{lead}; no equivalence margin: {ev.undefined}")
-    if ev.tost_p_adj < ctx.alpha:
-        return Decision(NULL, "", f"no effect: {100 * (1 - 2 * ctx.alpha):g}% CI {_ci(ev.tost_low, ev.tost_high)} "
-                                  f"within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
-    return _not_detected(ev, ctx, f"{lead}; not shown within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+    if ev.tost_p_adj < ctx.alpha and not ctx.underpowered:
+        reason = (f"no effect: mean effect {_g(ev.estimate)}, {ci}, shown within +-{_g(ev.margin)} "
+                  f"(equivalence p_adj {_p(ev.tost_p_adj)})")
+        return _doubt(ev, ctx, ev.n_reliable_tost, reason) or Decision(NULL, "", reason)
+    return _not_detected(ev, ctx, f"{lead}; not shown within +-{_g(ev.margin)} "
+                                  f"(equivalence p_adj {_p(ev.tost_p_adj)})")
 
 
 def no_effect_rule(ev: SiteEvidence, ctx: Context) -> Decision:
-    """no_effect(margin): TOST; an effect beyond the margin refutes."""
+    """no_effect(margin): equivalence (two one-sided robust tests); an effect beyond the margin refutes."""
+    return _selected(ev, ctx, _no_effect(ev, ctx))
+
+
+def _no_effect(ev: SiteEvidence, ctx: Context) -> Decision:
     if ev.undefined:
         return Decision(INCONCLUSIVE, UNDEFINED, f"no equivalence margin: {ev.undefined}")
     if ev.exact:
         what = _same_as(ctx, ev) or f"the effect is exactly {_g(ev.estimate)} on every prompt"
+        if ctx.underpowered:
+            return _exact_underpowered(ctx, what)
         if abs(ev.estimate) < ev.margin:
             return Decision(SUPPORTED, ZERO_VARIANCE, f"{what}: within +-{_g(ev.margin)}")
         return Decision(REFUTED, ZERO_VARIANCE, f"{what}: not within +-{_g(ev.margin)}")
-    tci = f"{100 * (1 - 2 * ctx.alpha):g}% CI {_ci(ev.tost_low, ev.tost_high)}"
-    if ev.tost_p_adj < ctx.alpha:
-        return Decision(SUPPORTED, "", f"{tci} within +-{_g(ev.margin)} (TOST p_adj {_p(ev.tost_p_adj)})")
+    tci = f"mean effect {_g(ev.estimate)}, {_cl(ctx)} {_ci(ev.tost_low, ev.tost_high)}"
+    if ev.tost_p_adj < ctx.alpha and not ctx.underpowered:
+        reason = f"{tci}, shown within +-{_g(ev.margin)} (equivalence p_adj {_p(ev.tost_p_adj)})"
+        return _doubt(ev, ctx, ev.n_reliable_tost, reason) or Decision(SUPPORTED, "", reason)
     if ev.exceeds_p_adj < ctx.alpha:
-        return Decision(REFUTED, "", f"effect {_g(ev.estimate)} beyond +-{_g(ev.margin)}: "
-                                     f"{100 * (1 - ctx.alpha):g}% CI outside the margin (p_adj {_p(ev.exceeds_p_adj)})")
+        reason = f"effect {_g(ev.estimate)} beyond +-{_g(ev.margin)} (p_adj {_p(ev.exceeds_p_adj)})"
+        return _doubt(ev, ctx, ev.n_reliable_exceeds, reason) or Decision(REFUTED, "", reason)
     inside = -ev.margin < ev.tost_low and ev.tost_high < ev.margin
     where = "lies inside" if inside else "crosses"   # inside but not significant after the correction
-    return _not_detected(ev, ctx, f"{tci} {where} +-{_g(ev.margin)}, not significant after correction "
-                                  f"(TOST p_adj {_p(ev.tost_p_adj)})")
+    return _not_detected(ev, ctx, f"{tci} {where} +-{_g(ev.margin)}, not shown within it "
+                                  f"(equivalence p_adj {_p(ev.tost_p_adj)})")
 
 
 def beats_random_rule(ev: SiteEvidence, ctx: Context, n_random: int) -> Decision:
     """beats_random: rank of the joint normalised effect among random site sets of the same size."""
+    return _selected(ev, ctx, _beats_random(ev, ctx, n_random))
+
+
+def _beats_random(ev: SiteEvidence, ctx: Context, n_random: int) -> Decision:
     if ev.undefined:
         return Decision(INCONCLUSIVE, UNDEFINED, ev.undefined)
     if ctx.underpowered:

@@ -80,7 +80,7 @@ def test_null_and_inconclusive_are_told_apart_in_the_table(truths):
     res = evaluate(denoise(np.column_stack([v["zero_small"], v["zero_huge"]]), clean, corrupt),
                    claims.has_effect(), n_resamples=1999)
     assert list(res.table["verdict"]) == ["null", "inconclusive"]
-    assert "TOST" in res.table["reason"][0] and "minimum detectable effect" in res.table["reason"][1]
+    assert "equivalence" in res.table["reason"][0] and "minimum detectable effect" in res.table["reason"][1]
 
 
 def test_directional_claims(truths):
