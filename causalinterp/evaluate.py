@@ -22,6 +22,7 @@ from .stats.multiple import adjust_pvalues, check_correction, effective_alpha
 from .stats.permutation import (ZERO_VAR_RTOL, _check_n_resamples, _cluster_index, _cluster_sums, _signflip,
                                 _zero_variance)
 from .stats.power import _standardized_mde, smallest_pvalue
+from .selection import prompt_keys, selection_overlap
 from .stats.robust import _robust
 
 __all__ = ["Evaluation", "evaluate"]
@@ -73,6 +74,29 @@ class Evaluation:
     @property
     def ci(self) -> tuple[float, float] | None:
         return None if self.ci_low is None else (self.ci_low, self.ci_high)
+
+    def _selected(self, rows, rule: str):
+        from .selection import SelectedSites
+        sites = self.meta.get("sites")
+        if not sites or self.table["component"].isna().all():
+            raise ValueError("this evaluation has no per-site columns to choose from (a joint site set, or an "
+                             "evaluation read back from JSON)")
+        return SelectedSites([sites[i] for i in rows], {"prompts": list(self.meta.get("prompt_keys", ())),
+                                                        "rule": rule})
+
+    def significant_sites(self):
+        """The sites whose verdict is `supported`, as a `SelectedSites` that remembers the prompts it was chosen on.
+
+        Test a claim about them on held-out prompts (`ContrastSet.split`): on these prompts the claim is
+        flagged `selected-on-same-data` and cannot be supported.
+        """
+        rows = [i for i, v in enumerate(self.table["verdict"]) if v == "supported"]
+        return self._selected(rows, f"supported for {self.claim.kind}")
+
+    def top_sites(self, k: int):
+        """The `k` sites with the largest estimate (a `SelectedSites`, see `significant_sites`)."""
+        order = np.argsort(-np.nan_to_num(self.table["estimate"].to_numpy(dtype=float), nan=-np.inf), kind="stable")
+        return self._selected([int(i) for i in order[:int(k)]], f"top {int(k)} by {self.quantity.split(' (')[0]}")
 
     def to_dict(self) -> dict:
         """Plain-type dict (JSON-ready)."""
@@ -162,6 +186,7 @@ class _Scan:
     rng_t: np.random.Generator    # the studentised bootstrap's resamples
     site_cols: dict           # table columns describing the sites
     notes: tuple = ()         # reasons appended to every evaluation of this scan (e.g. a correction fallback)
+    selected_on: str = ""     # non-empty: the sites were chosen on (some of) these prompts
 
     @property
     def n(self) -> int:
@@ -242,6 +267,11 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     base, target = _arr(effects, "base"), _arr(effects, "target")
     clean, corrupt = _arr(effects, "clean"), _arr(effects, "corrupt")
     n, m = values.shape
+    everything = np.concatenate([values.ravel(), base, target, clean, corrupt])
+    if everything.size and np.ptp(everything) == 0:
+        raise ValueError(f"the metric is {everything[0]:.6g} on every prompt, in the clean, corrupt and every patched "
+                         "run: it is constant by construction (e.g. answer == wrong, or a metric that does not read "
+                         "the model's output), so no claim can be tested. Check the metric and the answer tokens")
     if n < 2:
         raise ValueError(f"effects has {n} prompt(s); at least 2 are needed for any test (and ~10+ for a useful "
                          "one). Use a larger contrast set.")
@@ -257,14 +287,19 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     gap = target - base
     mean_gap = float(gap.mean())
     base_name, target_name = _names(base, target, clean, corrupt)
+    selected = selection_overlap((getattr(effects, "meta", None) or {}).get("selected_on"), clean, corrupt)
     scan = _Scan(values=values, base=base, target=target, e=values - base[:, None], gap=gap, mean_gap=mean_gap,
                  no_gap=gap_is_zero(mean_gap, target, base),
                  scale=np.abs(values).max(axis=0) + np.abs(base).max() + np.abs(target).max(),
                  inverse=inverse, n_units=g, base_name=base_name, target_name=target_name, alpha=alpha,
                  correction=correction, confidence_level=cl, n_resamples=n_resamples, max_memory=max_memory,
-                 rng_perm=rng_perm, rng_boot=rng_boot, rng_t=rng_t, site_cols=_site_columns(effects), notes=notes)
+                 rng_perm=rng_perm, rng_boot=rng_boot, rng_t=rng_t, site_cols=_site_columns(effects), notes=notes,
+                 selected_on=selected)
     common = dict(claim=claim, alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl,
-                  seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None)
+                  seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None,
+                  meta={"sites": tuple(effects.sites) if not effects.joint else (),
+                        "prompt_keys": tuple(prompt_keys(clean, corrupt))})
+
 
     if isinstance(claim, BeatsRandom):
         return _beats_random(scan, effects, claim, common)
@@ -295,7 +330,8 @@ def _context(scan: _Scan, smallest: float, threshold: float, label: str, fix: st
     n_label = f"{scan.n_units} clusters" if scan.inverse is not None else f"n={scan.n}"
     return V.Context(alpha=scan.alpha, threshold=threshold, threshold_label=label, smallest_p=smallest,
                      n_label=n_label, confidence_level=scan.confidence_level, base_name=scan.base_name,
-                     target_name=scan.target_name, power_fix=fix, n_units=scan.n_units)
+                     target_name=scan.target_name, power_fix=fix, n_units=scan.n_units,
+                     selected_on=scan.selected_on)
 
 
 def _power_fix(g: int, n_resamples: int, thr: float, alternative: str, clustered: bool, correction: str,
@@ -519,10 +555,20 @@ def _beats_random(scan: _Scan, effects, claim: BeatsRandom, common) -> Evaluatio
     if rv.ndim != 2 or rv.shape[0] != scan.n:
         raise ValueError(f"effects.random_values must be [n_prompts={scan.n}, n_random], got shape {rv.shape}")
     n_rand = rv.shape[1]
-    if n_rand < claim.n_random:
+    info = (getattr(effects, "meta", None) or {}).get("random_sets")
+    exhaustive = bool(info and info.get("exhaustive"))
+    if n_rand < claim.n_random and not exhaustive:
         raise ValueError(f"effects has {n_rand} random site sets but the claim asks for {claim.n_random}: {hint}")
-    ctx = _context(scan, 1.0 / (n_rand + 1), scan.alpha, f"alpha = {scan.alpha:g}",
-                   f"use n_random >= {int(np.ceil(1 / scan.alpha))}")
+    if info:
+        sets = (f"all {n_rand} distinct random site sets of this size (exact randomisation p)" if exhaustive else
+                f"{n_rand} distinct random site sets drawn without replacement"
+                + (f" from {info['distinct']}" if info.get("distinct") else ""))
+    else:
+        sets = f"{n_rand} random site sets (how many are distinct is unknown: effects not made by scan)"
+    sets += f"; smallest attainable p {1.0 / (n_rand + 1):.2g}"
+    fix = (f"only {n_rand} distinct site sets of this size exist in the random pool: pass a larger random_pool "
+           "(more layers, heads or positions)" if exhaustive else f"use n_random >= {int(np.ceil(1 / scan.alpha))}")
+    ctx = _context(scan, 1.0 / (n_rand + 1), scan.alpha, f"alpha = {scan.alpha:g}", fix)
     site_cols = scan.site_cols
     quantity = "normalised joint effect vs random site sets"
     if scan.no_gap:
@@ -540,4 +586,4 @@ def _beats_random(scan: _Scan, effects, claim: BeatsRandom, common) -> Evaluatio
                         beats_median=observed > median)
     d = V.beats_random_rule(ev, ctx, n_rand)
     one = lambda v: np.array([v])  # noqa: E731
-    return _finish(scan, [d], site_cols, one(observed), one(lo), one(hi), one(p), one(p), quantity, common)
+    return _finish(scan, [d], site_cols, one(observed), one(lo), one(hi), one(p), one(p), quantity, common, [sets])

@@ -14,11 +14,13 @@ import torch
 
 from ..models.adapters import component_view, raw_tensor
 from ..models.load import Model, load_model
+from ..spec.checks import check_usable
 from ..spec.data import ContrastSet, DataError
 from ..spec.interventions import Intervention, patch
 from ..spec.metrics import Metric, MetricError, logit_diff
 from ..spec.schema import Bool, NonNegInt, Seed, check_value
 from ..spec.sites import ALL, Site, SiteError, SiteSet, check_distinct
+from ..stats.randomization import random_subsets
 from . import plan as P
 from .fingerprint import digest, tokenizer_hash, weights_hash
 from .unit import keep_index, logits_at, trace_kwargs
@@ -73,8 +75,8 @@ def random_site_sets(n_pool: int, size: int, n_sets: int, seed: int) -> list[tup
 
     The one place random site sets for `beats_random` are drawn; everything else only indexes them.
     """
-    rng = np.random.default_rng(seed)
-    return [tuple(sorted(int(i) for i in rng.choice(n_pool, size=size, replace=False))) for _ in range(n_sets)]
+    # distinct sets, every one of them when there are no more than n_sets (causalinterp.stats.randomization)
+    return list(random_subsets(n_pool, size, n_sets, np.random.default_rng(seed)).sets)
 
 
 def _can_skip(model: Model) -> bool:
@@ -134,6 +136,7 @@ def _check_inputs(model, data, intervention, metric, n_random):
     data.check_context(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None))
     if metric.needs_wrong and data.wrong is None:
         raise MetricError("logit_diff needs wrong answers: pass wrong=... to the ContrastSet, or use metrics.logprob()")
+    check_usable(data, needs_wrong=metric.needs_wrong)   # duplicated prompts, answer == wrong
     check_value(NonNegInt, n_random, ScanError, "n_random")
     if intervention.kind == "resample" and data.n == 1:
         raise ScanError("resample ablation needs at least 2 prompts (it takes activations from another prompt)")

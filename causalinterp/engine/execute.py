@@ -102,6 +102,12 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
             "model": model.name or type(model.hf).__name__, "memory_budget": the_plan.memory_budget,
             "n_random": n_random, "seed": seed, "plan_key": the_plan.key, "executor": repr(executor),
             "units_computed": computed, "units_reused": len(the_plan.units) - len(todo)}
+    if n_random:
+        drawn = n_cols - n_main
+        meta["random_sets"] = {"distinct": drawn if drawn < n_random else None, "drawn": drawn,
+                               "exhaustive": drawn < n_random}
+    if getattr(sites, "selected_on", None):      # sites chosen from an evaluation (causalinterp.selection)
+        meta["selected_on"] = dict(sites.selected_on)
     return Effects(values=table[:, :n_main].copy(), clean=clean_metric, corrupt=corrupt_metric,
                    sites=the_plan.sites[:len(the_plan.columns[0]) if joint else n_main], base=base.copy(),
                    target=target.copy(), joint=joint, intervention=ctx.intervention, metric=ctx.metric,

@@ -240,6 +240,11 @@ class ContrastSet:
             raise DataError(f"prompt {i} has {L} tokens but the model's context holds {max_len}; shorten the "
                             "prompts (or use a model with a longer context)")
 
+    def split(self, fraction: float = 0.5, seed: int = 0, by: str = "cluster") -> tuple["ContrastSet", "ContrastSet"]:
+        """(discovery, confirmation) parts, whole clusters on one side (`causalinterp.selection.split`)."""
+        from ..selection import split
+        return split(self, fraction, seed, by)
+
     def check_vocab(self, vocab_size: int) -> None:
         """Clear error when a token id does not exist in the model's vocabulary."""
         for what, rows in (("clean", self.clean), ("corrupt", self.corrupt)):
