@@ -74,6 +74,7 @@ if pytest is not None:
             self.report_error: str | None = None
             self.report_paths: dict | None = None
             self.trackers: list | None = None  # made on first use from --causal-track
+            self.family: list | None = None    # the session's results corrected as one family
 
     def _session(config) -> "_Session":
         return config.stash[_SESSION]
@@ -92,6 +93,10 @@ if pytest is not None:
                              "are reported as NULL / INCONCLUSIVE; refuted always fails)")
         group.addoption("--causal-report", metavar="DIR", default=None,
                         help="write the session's report to DIR: index.html, report.md and results.json")
+        group.addoption("--causal-correction", metavar="METHOD", default="holm",
+                        choices=("holm", "bonferroni", "none"),
+                        help="correction across the hypotheses of a test and of the session (default holm; 'none' "
+                             "tests each at its own alpha and the summary says so)")
         group.addoption("--causal-model", metavar="NAME", default=None,
                         help="run every hypothesis on this model (hub id, local path or testbed:NAME) instead "
                              "of the model it names")
@@ -146,6 +151,7 @@ if pytest is not None:
     # --- running and deciding -------------------------------------------------------------------
     def _run_item(item, hypotheses, model) -> None:
         """Run the hypotheses, keep the results for the summary/report, then pass, fail or mark the item."""
+        from .family import correct_across
         from .runner import run_all
         sess = _session(item.config)
         results = []
@@ -159,7 +165,7 @@ if pytest is not None:
             error = None
             try:
                 r = run_all([h], m, progress=False, cache=sess.cache, models=sess.models,
-                            track=_trackers(item.config))[0]
+                            track=_trackers(item.config), correction="none")[0]
             except Exception as e:  # noqa: BLE001
                 if not _is_input_error(e):
                     raise
@@ -167,7 +173,9 @@ if pytest is not None:
             if error is not None:
                 pytest.fail(error, pytrace=False)
             results.append(r)
-            sess.records.append((item.nodeid, r))
+        # the hypotheses of one test are one family (`causalinterp.family`)
+        results = correct_across(results, item.config.getoption("causal_correction"))
+        sess.records.extend((item.nodeid, r) for r in results)
         item.stash[_RESULTS] = results
         verdict = combine_verdicts(r.verdict for r in results)
         item.user_properties.append(("causal_verdict", verdict))
@@ -256,10 +264,13 @@ if pytest is not None:
         config = session.config
         out = config.getoption("causal_report")
         sess = _session(config)
+        if sess.records and not hasattr(config, "workerinput"):
+            from .family import correct_across
+            sess.family = correct_across([r for _, r in sess.records], config.getoption("causal_correction"))
         if not out or not sess.records or hasattr(config, "workerinput"):
             return
         from .session import rescue_results, write_reports
-        results = [r for _, r in sess.records]
+        results = sess.family or [r for _, r in sess.records]
         title = "causalinterp hypotheses (pytest session)"
         try:
             sess.report_paths = write_reports(results, Path(out), title=title)
@@ -283,6 +294,17 @@ if pytest is not None:
         for (nodeid, r), line in zip(sess.records, rows):
             tr.write_line(line, **colors.get(r.verdict, {}))
         tr.write_line(footer)
+        corr = config.getoption("causal_correction")
+        if len(results) > 1:
+            if corr == "none":
+                tr.write_line(f"session family: {len(results)} hypotheses, NOT corrected across them "
+                              "(--causal-correction none)")
+            elif sess.family:
+                changed = [(r.name, r.verdict, f.verdict) for r, f in zip(results, sess.family) if r.verdict != f.verdict]
+                tr.write_line(f"session family: {len(results)} hypotheses, {corr} across them: "
+                              f"{sum(f.verdict == 'supported' for f in sess.family)} supported"
+                              + ("" if not changed else "; changed by the session-wide correction: " + ", ".join(
+                                  f"{n}: {a} -> {b}" for n, a, b in changed)))
         if sess.report_paths:
             tr.write_line(f"causalinterp report: {sess.report_paths['html']}")
         elif sess.report_error:

@@ -6,6 +6,7 @@ from typing import Iterable
 
 from .engine.execute import scan
 from .evaluate import evaluate
+from .family import check_family_correction, correct_across
 from .models.load import Model, load_model
 from .result import Result, versions
 from .spec.hypothesis import DataRef, Hypothesis, HypothesisError
@@ -42,10 +43,13 @@ def run(h: Hypothesis, model=None, *, progress: bool = True, cache: dict | None 
 
 def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = True, cache: dict | None = None,
             memory_budget="2GB", checkpoint=None, models: dict | None = None, track=None,
-            executor=None) -> list[Result]:
+            executor=None, correction: str = "holm") -> list[Result]:
     """Run several hypotheses; models are loaded once and unpatched clean/corrupt runs are shared.
 
-    ``track`` logs each result as soon as it exists (see `causalinterp.tracking`).  `checkpoint` is one
+    The hypotheses of one call are one family: `correction` ("holm" default, "bonferroni", or "none", which
+    the reasons then state) controls the error across them (`causalinterp.family`); each hypothesis's
+    `Result.meta["hypothesis_family"]` and last reason say at which level it was tested.
+    ``track`` logs each result once the family correction has been applied (see `causalinterp.tracking`).  `checkpoint` is one
     results directory for all hypotheses (units are stored by content hash); `executor` (from
     `causalinterp.executors`) runs every scan's units.
 
@@ -57,6 +61,7 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
         ['null', 'supported']
     """
     from .tracking import trackers
+    correction = check_family_correction(correction)
     loggers = trackers(track)
     cache = {} if cache is None else cache
     models = {} if models is None else models
@@ -75,8 +80,10 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
                 "n_heads": m.n_heads, "seconds": time.perf_counter() - t0, "versions": versions(),
                 "n_prompts": data.n, "data_name": data.name}
         results.append(Result(name=h.name, hypothesis=h.to_dict(), evaluation=ev, effects=eff, meta=meta))
+    results = correct_across(results, correction)
+    for r in results:
         for t in loggers:
-            t.log(results[-1])
+            t.log(r)
     for t in loggers:
         t.close()
     return results

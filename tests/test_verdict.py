@@ -325,3 +325,100 @@ def test_docs_table_covers_every_verdict_and_flag():
         assert f"`{word}`" in doc
     for rule in ("recovers(", "has_effect(", "no_effect(", "beats_random("):
         assert rule in doc
+
+
+# ----------------------------------------------------------------------------- issue 10: audit cases
+
+def test_two_prompts_with_the_same_effect_are_not_proof():
+    clean, corrupt = np.array([3.0, 2.5]), np.array([0.0, 0.2])
+    res = evaluate(denoise(corrupt + 1.0, clean, corrupt), claims.has_effect())
+    assert res.verdict == "inconclusive"
+    assert "zero-variance" in res.table["flag"][0] and "underpowered" in res.table["flag"][0]
+
+
+def test_no_null_when_the_primary_test_cannot_reject():
+    rng, clean, corrupt = baselines(n=3, seed=2)
+    res = evaluate(denoise(corrupt + rng.normal(0, 1e-4, 3), clean, corrupt), claims.has_effect())
+    assert res.verdict == "inconclusive" and "underpowered" in res.table["flag"][0]
+
+
+def test_unstable_gap_comes_before_the_exact_rule():
+    rng = np.random.default_rng(3)
+    corrupt = rng.normal(0, 1, 8)
+    clean = corrupt + rng.normal(0.1, 1, 8)           # a gap that is not reliably non-zero
+    res = evaluate(denoise(clean, clean, corrupt), claims.recovers(0.5))   # patched == clean: zero variance
+    assert res.verdict == "inconclusive" and res.table["flag"][0] == "unstable-gap"
+
+
+def test_all_or_nothing_recovery_with_a_few_failures_is_not_supported_on_symmetry_alone():
+    rng, clean, corrupt = baselines(n=20, seed=5)
+    ok = np.ones(20, bool)
+    ok[:2] = False                                       # 18 prompts recovered fully, 2 not at all
+    res = evaluate(denoise(np.where(ok, clean, corrupt), clean, corrupt), claims.recovers(0.5))
+    assert res.table["p"][0] > 0.05                      # the sign-flip p alone is 1e-4; the bootstrap-t is not
+    assert res.verdict == "inconclusive"
+
+
+def test_a_sample_skewed_against_the_claim_abstains_and_says_how_many_prompts():
+    rng, clean, corrupt = baselines(n=40, seed=5)
+    e = np.where(np.arange(40) < 4, -3.0, 1.0) + rng.normal(0, 0.05, 40)     # a long left tail
+    res = evaluate(denoise(corrupt + e, clean, corrupt), claims.has_effect("increase"))
+    assert res.verdict == "inconclusive" and res.table["flag"][0] == "skewed"
+    assert "prompts would do" in res.reasons[0]
+
+
+def test_relative_margin_equivalence_uses_the_gap_contrasts():
+    rng, clean, corrupt = baselines(n=60, seed=6)
+    res = evaluate(denoise(corrupt + rng.normal(0, 0.02, 60), clean, corrupt), claims.no_effect(0.1))
+    assert res.verdict == "supported" and "equivalence p_adj" in res.reasons[0]
+    assert any("gap's uncertainty" in r for r in res.reasons)
+
+
+def test_constant_metric_is_refused():
+    z = np.zeros(6)
+    with pytest.raises(ValueError, match="constant by construction"):
+        evaluate(denoise(np.zeros((6, 2)), z, z), claims.has_effect())
+
+
+def _joint(values, clean, corrupt, random_values, info):
+    return Effects(values=values[:, None], clean=clean, corrupt=corrupt, sites=heads(4), base=corrupt,
+                   target=clean, joint=True, random_values=random_values, meta={"random_sets": info})
+
+
+@pytest.mark.parametrize("n_sets", [1, 15])
+def test_beats_random_with_few_distinct_sets_is_exact_and_underpowered(n_sets):
+    rng, clean, corrupt = baselines(n=30, seed=7)
+    rv = corrupt[:, None] + 0.1 * (clean - corrupt)[:, None] + rng.normal(0, 0.1, (30, n_sets))
+    info = {"distinct": n_sets, "drawn": n_sets, "exhaustive": True}
+    res = evaluate(_joint(clean, clean, corrupt, rv, info), claims.beats_random(200))
+    assert res.verdict == "inconclusive" and res.table["flag"][0] == "underpowered"
+    assert res.table["p_adj"][0] == pytest.approx(1 / (n_sets + 1))
+    assert any(f"all {n_sets} distinct random site sets" in r for r in res.reasons)
+    assert any(f"only {n_sets} distinct site sets" in r for r in res.reasons)
+
+
+def test_sites_chosen_on_the_same_prompts_are_never_supported():
+    rng, clean, corrupt = baselines(n=30, seed=8)
+    vals = corrupt[:, None] + rng.normal(0, 1, (30, 8)) + 0.3     # every site equal
+    chosen = evaluate(denoise(vals, clean, corrupt), claims.has_effect()).top_sites(2)
+    assert len(chosen) == 2 and chosen.selected_on["prompts"]
+    joint_same = Effects(values=corrupt[:, None] + 0.9 * (clean - corrupt)[:, None], clean=clean, corrupt=corrupt,
+                         sites=tuple(chosen), base=corrupt, target=clean, joint=True,
+                         meta={"selected_on": chosen.selected_on})
+    res = evaluate(joint_same, claims.recovers(0.5))
+    assert res.verdict == "inconclusive" and "selected-on-same-data" in res.table["flag"][0]
+    assert "held-out" in res.reasons[0]
+    # held-out prompts: no flag
+    _, clean2, corrupt2 = baselines(n=30, seed=9)
+    held = Effects(values=corrupt2[:, None] + 0.9 * (clean2 - corrupt2)[:, None], clean=clean2, corrupt=corrupt2,
+                   sites=tuple(chosen), base=corrupt2, target=clean2, joint=True,
+                   meta={"selected_on": chosen.selected_on})
+    assert evaluate(held, claims.recovers(0.5)).verdict == "supported"
+
+
+def test_p_exactly_alpha_is_not_significant_and_reject_rule_is_strict():
+    # exact sign-flip with n = 5, one-sided: p = 1/32; at alpha = 1/32 the test must not reject
+    clean, corrupt = np.full(5, 3.0) + np.arange(5) * 0.1, np.zeros(5)
+    vals = corrupt[:, None] + np.array([1.0, 1.1, 1.2, 1.3, 1.4])[:, None]
+    res = evaluate(denoise(vals, clean, corrupt), claims.has_effect("increase"), alpha=1 / 32)
+    assert res.verdict == "inconclusive"

@@ -147,13 +147,15 @@ def _boot_t(d: np.ndarray, *, n_resamples: int, rng: np.random.Generator, invers
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(degenerate, np.sign(s1) * np.inf, s1 / s2)
         del s1, s2, scale, degenerate, c
-        ge += np.count_nonzero(t >= t_obs - tol, axis=0)
-        le += np.count_nonzero(t <= t_obs + tol, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ge += np.count_nonzero(t >= t_obs - tol, axis=0)
+            le += np.count_nonzero(t <= t_obs + tol, axis=0)
         if steps is not None:
             steps[0].update(t)
             steps[1].update(-t)
         np.abs(t, out=t)
-        ab += np.count_nonzero(t >= np.abs(t_obs) - tol, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ab += np.count_nonzero(t >= np.abs(t_obs) - tol, axis=0)
         if steps is not None:
             steps[2].update(t)
         del t
