@@ -44,7 +44,7 @@ def _reevaluate(result, alpha: float, note: str, family: dict):
     new = evaluate(result.effects, ev.claim, alpha=alpha, correction=ev.correction, n_resamples=ev.n_resamples,
                    confidence_level=ev.confidence_level, seed=ev.seed) if alpha != ev.alpha else ev
     new = replace(new, reasons=tuple(new.reasons) + (note,))
-    return replace(result, evaluation=new, meta={**result.meta, "family": family})
+    return replace(result, evaluation=new, meta={**result.meta, "hypothesis_family": family})
 
 
 def correct_across(results: list, correction: str = "holm") -> list:
@@ -61,7 +61,7 @@ def correct_across(results: list, correction: str = "holm") -> list:
                     f"its own alpha {r.evaluation.alpha:g}")
             fam = {"correction": "none" if k > 1 else correction, "hypotheses": k, "level": r.evaluation.alpha}
             out.append(replace(r, evaluation=replace(r.evaluation, reasons=tuple(r.evaluation.reasons) + (
-                f"family: {what}",)) if k > 1 else r.evaluation, meta={**r.meta, "family": fam}))
+                f"family: {what}",)) if k > 1 else r.evaluation, meta={**r.meta, "hypothesis_family": fam}))
         return out
     ps = [decisive_p(r.evaluation) for r in results]
     order = sorted(range(k), key=lambda i: (ps[i], i))

@@ -35,7 +35,7 @@ def test_holm_across_hypotheses_removes_a_borderline_support():
     others = [_result(f"null{i}", 0.0, 100 + i) for i in range(2)]
     out = correct_across([b] + others, "holm")
     assert out[0].verdict != "supported"
-    assert out[0].meta["family"]["correction"] == "holm" and out[0].meta["family"]["hypotheses"] == 3
+    assert out[0].meta["hypothesis_family"]["correction"] == "holm" and out[0].meta["hypothesis_family"]["hypotheses"] == 3
     assert "holm across hypotheses" in out[0].reasons[-1]
 
 

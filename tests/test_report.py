@@ -16,7 +16,7 @@ from causalinterp.result import Result, versions
 from causalinterp.spec.sites import Site, SiteSet
 
 VERDICTS = ("supported", "refuted", "null", "inconclusive")
-FLAGS = ("zero-variance", "underpowered", "undefined", "unstable-gap")
+FLAGS = ("zero-variance", "underpowered", "undefined", "unstable-gap", "skewed")
 N_RES = 999
 
 

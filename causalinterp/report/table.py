@@ -40,6 +40,9 @@ FLAG_HELP = {
     "underpowered": "too few prompts/resamples: even the smallest attainable p-value cannot reach the threshold",
     "undefined": "the quantity is undefined (e.g. clean and corrupt do not differ)",
     "unstable-gap": "the clean-corrupt gap is not reliably non-zero, so a recovery ratio is unreliable",
+    "skewed": "the per-prompt values are too skewed for this many prompts to trust a test of their mean; the "
+              "reason says how many prompts would do",
+    "selected-on-same-data": "the sites were chosen on these same prompts; confirm on held-out prompts",
 }
 
 _RANK = {SUPPORTED: 0, REFUTED: 1, INCONCLUSIVE: 2, NULL: 3}
@@ -217,7 +220,11 @@ def reproduction(result) -> list[tuple[str, str]]:
     rows.append(("test", _test_text(e)))
     rows.append(("alpha", f"{e.alpha:g}"))
     rows.append(("multiple-comparison correction", f"{e.correction} over {len(result.table)} site column(s)"))
-    rows.append(("resamples", f"{e.n_resamples} (permutation sign-flips and bootstrap)"))
+    fam = meta.get("hypothesis_family")
+    if isinstance(fam, dict) and fam.get("hypotheses", 1) > 1:
+        rows.append(("family across hypotheses", f"{fam.get('correction')} over {fam.get('hypotheses')} hypotheses of "
+                                                 f"the run; tested at alpha {float(fam.get('level', e.alpha)):.3g}"))
+    rows.append(("resamples", f"{e.n_resamples} (sign-flips, studentised bootstrap and bootstrap CI)"))
     rows.append(("confidence level", f"{100 * e.confidence_level:g}%"))
     seeds = [f"evaluation seed {e.seed}"]
     if "seed" in h:
@@ -244,8 +251,11 @@ def _test_text(e) -> str:
     kind = getattr(e.claim, "kind", "")
     if kind == "beats_random":
         return "rank of the joint normalised effect among random site sets, p = (1 + #random >= observed) / (n + 1)"
+    robust = "p = max(sign-flip, studentised bootstrap) (docs/verdicts.md)"
     if kind == "no_effect":
-        return "TOST equivalence (two one-sided tests) per site; bootstrap CI"
+        return (f"equivalence: two one-sided tests of linear contrasts, each {robust}; CI of the mean effect by "
+                "inverting the sign-flip test")
     if kind == "recovers":
-        return "paired sign-flip permutation test of recovery > tau; bootstrap CI of the recovery"
-    return "paired sign-flip permutation test; BCa bootstrap CI; TOST to tell null from inconclusive"
+        return f"one-sided tests of recovery vs tau, {robust}; BCa bootstrap CI of the recovery (ratio of means)"
+    return (f"test of the mean effect, {robust}; CI of the mean effect by inverting the sign-flip test; "
+            "equivalence (two one-sided tests) to tell null from inconclusive")
