@@ -401,7 +401,7 @@ def _recovers(scan: _Scan, claim: Recovers, ctx: V.Context, common) -> Evaluatio
     sf = scan.test(sgn * (scan.e - tau * scan.gap[:, None]))
     p_sup = sf.pvalue("greater")
     p_sup_adj, p_ref_adj = scan.adjust_signflip(sf, "greater"), scan.adjust_signflip(sf, "less")
-    need_sup, need_ref = sf.n_reliable("greater"), sf.n_reliable("less")
+    need_sup, need_ref = sf.n_reliable("greater", scan.alpha), sf.n_reliable("less", scan.alpha)
     rec = scan.recovery(scan.values)
     est = np.atleast_1d(rec.estimate).astype(float)
     lo, hi = np.atleast_1d(rec.low).astype(float), np.atleast_1d(rec.high).astype(float)
@@ -449,7 +449,7 @@ def _equivalence(scan: _Scan, claim):
     c = np.concatenate([scan.e + half, half - scan.e], axis=1)      # [n, 2m]: lower side, upper side
     r = scan.test(c, rng=scan.rng_boot, maxt=False)
     pg, pl = r.pvalue("greater"), r.pvalue("less")
-    ng, nl = r.n_reliable("greater"), r.n_reliable("less")
+    ng, nl = r.n_reliable("greater", scan.alpha), r.n_reliable("less", scan.alpha)
     p = np.maximum(pg[:m], pg[m:])
     need_tost = np.maximum(ng[:m], ng[m:])
     lower_beyond = pl[:m] <= pl[m:]
@@ -499,11 +499,11 @@ def _effect_claims(scan: _Scan, claim, ctx: V.Context, thr: float, alternative: 
     if is_has:
         p = sf.pvalue(alternative)
         p_adj = scan.adjust_signflip(sf, alternative)
-        need = sf.n_reliable(alternative)
+        need = sf.n_reliable(alternative, scan.alpha)
         if alternative != "two-sided":
             opposite = "less" if alternative == "greater" else "greater"
             p_opp_adj = scan.adjust_signflip(sf, opposite)
-            need_opp = sf.n_reliable(opposite)
+            need_opp = sf.n_reliable(opposite, scan.alpha)
         if sf.sf.maxt is not None and m > 1 and not ctx.underpowered:
             # maxT has no fixed per-site level: the MDE uses the level of a t-test at the maxT critical value
             crit = sf.sf.maxt_critical(alternative, scan.alpha)

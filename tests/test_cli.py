@@ -9,9 +9,12 @@ import causalinterp as ci
 from causalinterp.cli import main
 from conftest import VOCAB, build_hf
 
-CLEAN = [[5, 6, 7, 8, 9], [9, 10, 11, 12, 13], [13, 14, 15, 16, 17], [20, 21, 22, 23, 24]]
+# six prompts: with fewer, even an exact (zero-variance) answer cannot reach alpha (smallest p 1/2**n)
+CLEAN = [[5, 6, 7, 8, 9], [9, 10, 11, 12, 13], [13, 14, 15, 16, 17], [20, 21, 22, 23, 24], [25, 26, 27, 28, 29],
+         [1, 2, 3, 4, 33]]
 CORRUPT = [r[:-1] + [r[-1] + 30] for r in CLEAN]  # same tokens except the last one
-DATA = {"clean": CLEAN, "corrupt": CORRUPT, "answer": [30, 31, 32, 33], "wrong": [40, 41, 42, 43]}
+# answer / wrong: the tiny model's top token on clean / corrupt, so the clean-corrupt gap is reliably positive
+DATA = {"clean": CLEAN, "corrupt": CORRUPT, "answer": [48, 48, 32, 31, 31, 33], "wrong": [12, 32, 47, 62, 62, 31]}
 
 
 @pytest.fixture(scope="module")
