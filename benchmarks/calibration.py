@@ -284,7 +284,7 @@ def main(small: bool = False, real: bool = True) -> dict:
     t0 = time.perf_counter()
     B = 499 if small else 999
     shapes = ["normal", "lognormal", "aon 0.8", "sparse 10%", "clustered 6"] if small else SHAPES
-    ns = [10, 40] if small else NS
+    ns = [40] if small else NS
     blocks, per_block = (2, 50) if small else (4, 100)
     rows = []
     for i, shape in enumerate(shapes):

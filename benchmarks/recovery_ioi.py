@@ -24,7 +24,7 @@ ALPHA = 0.05
 
 def main(small: bool = False) -> dict:
     t0 = time.perf_counter()
-    n = 24 if small else 120
+    n = 40 if small else 120
     B = 999 if small else 9999
     n_random = 39 if small else 200
     model = testbeds.load("ioi")

@@ -141,4 +141,6 @@ def random_data(n=5, T=6, seed=1, vocab=VOCAB):
     corrupt = torch.randint(1, vocab, (n, T), generator=g)
     answer = torch.randint(1, vocab, (n,), generator=g)
     wrong = torch.randint(1, vocab, (n,), generator=g)
+    same = wrong == answer                       # answer == wrong is refused (a logit difference of 0 by construction)
+    wrong[same] = answer[same] % (vocab - 1) + 1
     return ci.ContrastSet.from_tokens(clean, corrupt, answer=answer, wrong=wrong)

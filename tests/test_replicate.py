@@ -51,8 +51,14 @@ def test_ioi_names_carry_the_task_on_held_out_templates():
     original = ci.run(h, m, progress=False)
     rep = ci.replicate(original, m, seed=5, templates=held, progress=False)
     assert rep.changes["templates"].endswith(str(held))
-    assert rep.verdict == "replicated", rep
     assert rep.table.iloc[0]["replication_estimate"] == pytest.approx(1.0, abs=1e-9)
+    # every prompt recovers exactly 1, but prompts are clustered by template and there are only 4 held-out
+    # templates: the smallest attainable p is 1/16 > alpha, so the exact answer is not proof (issue 10)
+    if len(held) < 5:
+        assert rep.verdict == "not replicated" and rep.replication.verdict == "inconclusive", rep
+        assert "underpowered" in rep.replication.table["flag"].iloc[0]
+    else:
+        assert rep.verdict == "replicated", rep
 
 
 def test_site_selected_on_its_own_data_does_not_replicate():
