@@ -16,7 +16,7 @@ from causalinterp.result import Result, versions
 from causalinterp.spec.sites import Site, SiteSet
 
 VERDICTS = ("supported", "refuted", "null", "inconclusive")
-FLAGS = ("zero-variance", "underpowered", "undefined", "unstable-gap", "skewed")
+FLAGS = ("zero-variance", "underpowered", "undefined", "unstable-gap")
 N_RES = 999
 
 
