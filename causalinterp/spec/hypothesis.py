@@ -107,7 +107,8 @@ class Hypothesis:
         if not isinstance(self.data, (ContrastSet, DataRef)):
             raise HypothesisError("data must be a ContrastSet or a task reference, e.g. DataRef('ioi', n=64)")
         if not isinstance(self.sites, SiteSet):
-            raise HypothesisError("sites must come from ci.sites (e.g. ci.sites.heads([(1, 2)]))")
+            raise HypothesisError("sites must come from ci.sites (e.g. ci.sites.heads([(1, 2)]); for sites an evaluation "
+                                  "chose, ci.sites.explicit(evaluation.significant_sites()))")
         if not isinstance(self.claim, Claim):
             raise HypothesisError("claim must come from ci.claims (e.g. ci.claims.recovers(at_least=0.5))")
         if not isinstance(self.intervention, Intervention):

@@ -1,4 +1,6 @@
 """Bootstrap CIs: BCa against scipy.stats.bootstrap, clusters, zero variance, chunking."""
+import zlib
+
 import numpy as np
 import pytest
 import scipy.stats as st
@@ -11,16 +13,17 @@ B = 20000
 @pytest.mark.parametrize("method", ["bca", "percentile", "basic"])
 @pytest.mark.parametrize("dist", ["exponential", "lognormal", "normal"])
 def test_ci_within_monte_carlo_error_of_scipy(method, dist):
-    rng = np.random.default_rng(abs(hash((method, dist))) % 2 ** 32)
+    rng = np.random.default_rng(zlib.crc32(f"{method}-{dist}".encode()))  # stable across processes (hash() is salted)
     n = 30
     x = {"exponential": rng.exponential(size=n), "lognormal": rng.lognormal(0, 0.8, n),
          "normal": rng.normal(1, 2, n)}[dist]
     ours = stats.bootstrap_ci(x, method=method, n_resamples=B, seed=1)
     ref = st.bootstrap((x,), np.mean, method={"bca": "BCa"}.get(method, method), n_resamples=B, rng=2)
     se = ref.standard_error
-    # endpoint Monte Carlo sd is ~0.02-0.03 se at B=20000; allow 0.12 se (> 4 sd of the difference)
-    assert abs(ours.low - ref.confidence_interval.low) < 0.12 * se
-    assert abs(ours.high - ref.confidence_interval.high) < 0.12 * se
+    # Monte Carlo noise of an endpoint at B=20000: scipy against itself (rng 2 vs 3) differs by up to 0.14 se at
+    # the upper BCa end on lognormal samples of 30 (measured over 6 seeds), so allow 0.2 se
+    assert abs(ours.low - ref.confidence_interval.low) < 0.2 * se
+    assert abs(ours.high - ref.confidence_interval.high) < 0.2 * se
     assert abs(ours.standard_error - se) < 0.03 * se
     assert ours.estimate == pytest.approx(x.mean())
 
