@@ -57,7 +57,7 @@ def _base(name: str, data_dir=None) -> str:
 
 def tokenizer(name: str = "induction", *, data_dir=None):
     """The testbed's tokenizer: a `PreTrainedTokenizerFast` around its WordLevel tokenizer.json."""
-    from .train import wrap_tokenizer
+    from .common import wrap_tokenizer
     path = _dir(data_dir) / _base(name, data_dir) / "tokenizer.json"
     if not path.is_file():
         raise TestbedError(f"testbed {name!r} has no tokenizer file at {path}")
@@ -68,7 +68,7 @@ def load_hf(name: str, *, data_dir=None):
     """The bare Hugging Face model (GPT2LMHeadModel, eval mode, eager attention), knock-outs applied."""
     from transformers import GPT2LMHeadModel
 
-    from .train import knock_out
+    from .common import knock_out
     c = card(name, data_dir=data_dir)
     d = _dir(data_dir) / _base(name, data_dir)
     if not (d / "model.safetensors").is_file():
@@ -98,7 +98,7 @@ def load(name: str, device="auto", *, data_dir=None):
 def induction_data(n: int, seed: int = 0, *, seq_len: int = 16, tokenizer=None):
     """Repeated random sequences of t-tokens for the induction testbeds (``[bos] s s[:-1]``)."""
     from ..tasks import induction
-    from .train import BOS, induction_pool
+    from .common import BOS, induction_pool
     tok = tokenizer if tokenizer is not None else globals()["tokenizer"]("induction")
     return induction(tok, n, seq_len=seq_len, seed=seed, tokens=induction_pool(tok), bos=BOS)
 

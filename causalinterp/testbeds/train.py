@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from .common import (BOS, INDUCTION_TOKENS, PAD, SPECIALS, UNK, induction_pool, knock_out,  # noqa: F401
+                     wrap_tokenizer)
+
 DATA = Path(__file__).resolve().parent / "data"
-SPECIALS = ("<pad>", "<unk>", "<bos>")
-PAD, UNK, BOS = 0, 1, 2
 
 # ------------------------------------------------------------------------------------------------
 # recipes: everything that determines a model
@@ -32,7 +33,7 @@ PAD, UNK, BOS = 0, 1, 2
 RECIPES: dict[str, dict] = {
     "induction": {
         "seed": 1, "threads": 1,
-        "n_layer": 2, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 64, "n_tokens": 100,
+        "n_layer": 2, "n_head": 4, "n_embd": 64, "n_inner": 256, "n_positions": 64, "n_tokens": INDUCTION_TOKENS,
         "scale_attn_weights": False,
         "steps": 3000, "batch": 64, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
         "plant_heads": [[0, 1], [1, 2]], "phase1_steps": 1500,
@@ -86,14 +87,6 @@ def build_tokenizer(words: list[str]):
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     return tk
-
-
-def wrap_tokenizer(tk_or_file):
-    """`PreTrainedTokenizerFast` around a WordLevel tokenizer (object or tokenizer.json path)."""
-    from transformers import PreTrainedTokenizerFast
-    kw = {"tokenizer_file": str(tk_or_file)} if isinstance(tk_or_file, (str, Path)) else {"tokenizer_object": tk_or_file}
-    return PreTrainedTokenizerFast(**kw, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
-                                   clean_up_tokenization_spaces=False)
 
 
 def make_config(recipe: dict, vocab_size: int):
@@ -186,14 +179,6 @@ def patch_heads(hf, heads, value=0.0):
             h.remove()
 
 
-def knock_out(hf, heads) -> None:
-    """Zero the c_proj weight rows of each (layer, head): its output can no longer reach the residual stream."""
-    dh = hf.config.n_embd // hf.config.n_head
-    with torch.no_grad():
-        for layer, head in heads:
-            hf.transformer.h[int(layer)].attn.c_proj.weight[int(head) * dh:(int(head) + 1) * dh, :] = 0.0
-
-
 # ------------------------------------------------------------------------------------------------
 # induction
 # ------------------------------------------------------------------------------------------------
@@ -267,10 +252,6 @@ def _induction_batch(recipe: dict, B: int, gen: torch.Generator):
         x[i, :len(r)] = torch.tensor(r)
         target[i, :len(t)] = torch.tensor(t)
     return x, target
-
-
-def induction_pool(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids(w) for w in induction_words()]
 
 
 def _forward(hf, ids: torch.Tensor, attentions: bool = False):
