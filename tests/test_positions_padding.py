@@ -26,8 +26,9 @@ def mixed_data(lengths=(5, 5, 7, 7, 6, 6), seed=0):
     clean = [rng.integers(1, VOCAB, L).tolist() for L in lengths]
     corrupt = [rng.integers(1, VOCAB, L).tolist() for L in lengths]
     n = len(lengths)
-    return ContrastSet.from_tokens(clean, corrupt, rng.integers(1, VOCAB, n), rng.integers(1, VOCAB, n),
-                                   positions={"first": [0] * n, "second": [1] * n})
+    answer, wrong = rng.integers(1, VOCAB, n), rng.integers(1, VOCAB, n)
+    wrong = np.where(wrong == answer, answer % (VOCAB - 1) + 1, wrong)   # answer == wrong is refused
+    return ContrastSet.from_tokens(clean, corrupt, answer, wrong, positions={"first": [0] * n, "second": [1] * n})
 
 
 def scan(model, data, sites, **kw):
