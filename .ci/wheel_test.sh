@@ -4,9 +4,13 @@
 # installed plugin).  Prints the time of each step.  Usage: .ci/wheel_test.sh [PYTHON]  (default .venv/bin/python,
 # which needs the `release` extra: build, twine).
 set -euo pipefail
+PY=${1:-}
+# an absolute path to the interpreter (no symlink resolution: a venv's python must stay the venv's), because the
+# steps below run from other folders; a relative PYTHON is taken relative to where the script was called from
+if [ -n "$PY" ] && [ "${PY#/}" = "$PY" ]; then PY="$PWD/$PY"; fi
 cd "$(dirname "$0")/.."
 REPO=$PWD
-PY=${1:-.venv/bin/python}
+PY=${PY:-$REPO/.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
 WORK=$(mktemp -d /tmp/causalinterp-wheel.XXXXXX)
 START=$SECONDS
