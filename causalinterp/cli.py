@@ -289,11 +289,11 @@ def cmd_scan(args) -> int:
     return _exit_code(results, args.strict)
 
 
-def cmd_report(args) -> int:
+def _load_results(files) -> list:
+    """Results from result JSON files, each validated against the result schema; bad files are usage errors."""
     from .result import Result
-    _check_out(args)
     results = []
-    for f in args.files:
+    for f in files:
         p = Path(f)
         if not p.is_file():
             raise UsageError(f"{p}: no such file")
@@ -304,6 +304,12 @@ def cmd_report(args) -> int:
         except ValueError as e:
             raise UsageError(f"{p}: {e}") from None
         results += loaded if isinstance(loaded, list) else [loaded]
+    return results
+
+
+def cmd_report(args) -> int:
+    _check_out(args)
+    results = _load_results(args.files)
     if not results:
         raise UsageError("the result files hold no results")
     paths = write_reports(results, args.out, args.title)
@@ -328,21 +334,9 @@ def cmd_replicate(args) -> int:
     from .replicate import replicate
     from .report.replication import html, markdown
     from .output import write_set
-    from .result import Result
     from .spec.data import ContrastSet
     _check_out(args)
-    results = []
-    for f in args.files:
-        p = Path(f)
-        if not p.is_file():
-            raise UsageError(f"{p}: no such file")
-        try:
-            loaded = Result.from_json(p)  # validated against the result schema
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{p}: not valid JSON ({e})") from None
-        except ValueError as e:
-            raise UsageError(f"{p}: {e}") from None
-        results += loaded if isinstance(loaded, list) else [loaded]
+    results = _load_results(args.files)
     data = None
     if args.data:
         try:
