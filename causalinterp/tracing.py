@@ -31,7 +31,6 @@ Examples:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +40,7 @@ from .engine.effects import Effects
 from .engine.plan import COMPONENT_ORDER
 from .models.adapters import raw_tensor
 from .models.load import Model, load_model
+from .spec.corruption import EmbeddingNoise, TracingError
 from .spec.data import ContrastSet, DataError
 from .spec.interventions import patch
 from .spec.metrics import Metric, MetricError, logit_diff
@@ -50,82 +50,6 @@ __all__ = ["EmbeddingNoise", "TracingError", "causal_trace", "embedding_module",
 
 COMPONENTS = ("resid_post", "mlp_out", "attn_out")
 SEVER = {"mlp": "mlp_out", "attn": "attn_out"}
-
-
-class TracingError(ValueError):
-    """A causal trace that cannot run as asked; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class EmbeddingNoise:
-    """Gaussian noise on the input embeddings at `positions` (ints or named positions of the data).
-
-    Examples:
-        >>> import causalinterp as ci
-        >>> noise = ci.EmbeddingNoise(positions=("S1",), scale=3.0, seed=0)    # 3 x the embedding std at S1
-        >>> noise.scale
-        3.0
-    """
-
-    positions: tuple
-    scale: float = 3.0
-    seed: int = 0
-    std: float | None = None    # the noise unit; default: std of the input-embedding matrix
-
-    kind = "embedding_noise"
-
-    def __post_init__(self):
-        pos = self.positions
-        if isinstance(pos, (str, int)):
-            pos = (pos,)
-        pos = tuple(pos)
-        if not pos:
-            raise TracingError("embedding_noise needs positions to corrupt, e.g. positions: [S1] or [1, 2]")
-        object.__setattr__(self, "positions", pos)
-        if not float(self.scale) > 0:
-            raise TracingError(f"scale = {self.scale}: the noise scale must be > 0 (ROME uses 3)")
-        if self.std is not None and not float(self.std) > 0:
-            raise TracingError(f"std = {self.std} must be > 0 (or None for the embedding matrix's std)")
-
-    def unit(self, model: Model) -> float:
-        """The standard deviation the noise is a multiple of."""
-        if self.std is not None:
-            return float(self.std)
-        return float(model.hf.get_input_embeddings().weight.detach().float().std())
-
-    def indices(self, data: ContrastSet) -> list[list[int]]:
-        """The corrupted token indices of each prompt (sorted, duplicates removed)."""
-        try:
-            return [sorted({data.position_index(p, i) for p in self.positions}) for i in range(data.n)]
-        except DataError as e:
-            raise TracingError(f"embedding_noise positions: {e}") from None
-
-    def draw(self, model: Model, data: ContrastSet) -> torch.Tensor:
-        """The noise as ``[n, T_max, d_model]`` (zero outside the corrupted positions); seeded per prompt."""
-        d, T = model.d_model, max(data.lengths)
-        unit = self.unit(model) * float(self.scale)
-        out = torch.zeros(data.n, T, d)
-        for i, idx in enumerate(self.indices(data)):
-            g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + i)
-            out[i, idx] = torch.randn(len(idx), d, generator=g) * unit
-        return out
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "positions": list(self.positions), "scale": float(self.scale),
-                "seed": int(self.seed), "std": self.std}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EmbeddingNoise":
-        d = dict(d)
-        if d.pop("kind", cls.kind) != cls.kind:
-            raise TracingError(f"unknown corruption kind; the only one is {cls.kind!r}")
-        extra = set(d) - {"positions", "scale", "seed", "std"}
-        if extra:
-            raise TracingError(f"embedding_noise has no field(s) {sorted(extra)}; its fields are positions, scale, "
-                               "seed, std")
-        if "positions" not in d:
-            raise TracingError("embedding_noise needs positions, e.g. {kind: embedding_noise, positions: [S1]}")
-        return cls(tuple(d["positions"]), float(d.get("scale", 3.0)), int(d.get("seed", 0)), d.get("std"))
 
 
 def embedding_module(model: Model) -> str:
