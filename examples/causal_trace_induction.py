@@ -4,7 +4,7 @@
 
 The first copy of the repeated sequence gets Gaussian noise (3 x the embedding std) on its input
 embeddings; the clean hidden state (resid_post) is restored at each layer x position, and the recovery of the
-logit difference is tested per cell (sign-flip test, Holm over the cells).  Writes causal_trace.png (the
+logit difference is tested per cell (sign-flip test, Westfall-Young maxT over the cells).  Writes causal_trace.png (the
 heatmap, plus the MLP- and attention-severed variants), causal_trace.md and prints the grid.
 """
 import sys
@@ -24,7 +24,7 @@ noise = ci.EmbeddingNoise(positions=tuple(range(1, L + 1)), scale=3.0, seed=0)  
 results = []
 for sever in (None, "mlp", "attn"):
     eff = ci.causal_trace(model, data, noise, sever=sever)
-    ev = ci.evaluate(eff, ci.claims.recovers(at_least=0.5), n_resamples=999)
+    ev = ci.evaluate(eff, ci.claims.recovers(at_least=0.5), correction="maxT", n_resamples=9999)
     name = "causal trace" + (f", {sever} severed" if sever else "")
     results.append(ci.Result(name=name, hypothesis={"model": "testbed:induction", "corruption": noise.to_dict(),
                                                      "sever": sever}, evaluation=ev, effects=eff,

@@ -6,7 +6,7 @@ Prompt: "Once upon a time, there was a dog named Kip. Kip liked to run. One day,
 the made-up name).  Both mentions of the name get Gaussian noise (3 x the embedding std, seeded per prompt)
 on their input embeddings; the clean hidden state is restored at every layer x position, plainly and with
 the later MLPs or attention at that position frozen (severed).  Recovery of log p(answer) is tested per
-cell (sign-flip test, Holm over the 5 x 32 cells).  Writes the three heatmaps (PNG) and a Markdown report.
+cell (sign-flip test, Westfall-Young maxT over the 5 x 32 cells).  Writes the three heatmaps (PNG) and a Markdown report.
 """
 import sys
 from pathlib import Path
@@ -40,7 +40,7 @@ noise = ci.EmbeddingNoise(positions=(12, 13, 14, 15, 17, 18, 19, 20), scale=3.0,
 results = []
 for sever in (None, "mlp", "attn"):
     eff = ci.causal_trace(model, data, noise, sever=sever, metric=ci.metrics.logprob())
-    ev = ci.evaluate(eff, ci.claims.recovers(at_least=0.5), n_resamples=999)
+    ev = ci.evaluate(eff, ci.claims.recovers(at_least=0.5), correction="maxT", n_resamples=9999)
     name = "causal trace" + (f", {sever} severed" if sever else "")
     results.append(ci.Result(name=name, hypothesis={"model": str(model_dir), "corruption": noise.to_dict(),
                                                      "sever": sever}, evaluation=ev, effects=eff,
