@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .engine.effects import Effects
+from .engine.unit import add_noise, embedding_module
 from .models.adapters import UnsupportedModelError, raw_tensor
 from .models.load import Model, load_model
 from .spec.data import ContrastSet, DataError
@@ -99,7 +100,8 @@ def _resolve_positions(data: ContrastSet, positions) -> list:
     return out
 
 
-def _run(model: Model, tokens: torch.Tensor, layers: Sequence[int], batch: int, readout) -> torch.Tensor:
+def _run(model: Model, tokens: torch.Tensor, layers: Sequence[int], batch: int, readout, noise=None,
+         emb_path=None) -> torch.Tensor:
     """Through nnsight, per chunk of prompts: the model's own logits ``[n, T, V]``, and ``readout(layer,
     resid_post [b, T, d], rows)`` for each of `layers` (kept as it returns)."""
     import nnsight
@@ -109,6 +111,7 @@ def _run(model: Model, tokens: torch.Tensor, layers: Sequence[int], batch: int, 
         toks = tokens[s:s + batch].to(model.device)
         with torch.inference_mode():
             with model.nn.trace(toks, **kwargs):
+                add_noise(model, emb_path, None if noise is None else noise[s:s + batch])
                 saved = []
                 for l in layers:
                     loc = model.location("resid_post", l)
@@ -181,7 +184,9 @@ def logit_lens(model, data: ContrastSet, *, layers: Sequence[int] | None = None,
                                           .float().cpu())
 
     clean_logits = _run(model, data.tokens("clean"), layers if prompts == "clean" else [], batch_size, readout)
-    corrupt_logits = _run(model, data.tokens("corrupt"), layers if prompts == "corrupt" else [], batch_size, readout)
+    noise = data.corruption.draw(model, data) if data.corruption is not None else None  # embedding-noise corrupt run
+    corrupt_logits = _run(model, data.tokens("corrupt"), layers if prompts == "corrupt" else [], batch_size, readout,
+                          noise, embedding_module(model) if noise is not None else None)
     rows = torch.arange(data.n)
     answer = torch.tensor(data.answer)
     wrong = torch.tensor(data.wrong) if data.wrong is not None else None

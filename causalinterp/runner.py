@@ -72,6 +72,8 @@ def run_all(hypotheses: Iterable[Hypothesis], model=None, *, progress: bool = Tr
         m = _model_for(h, model, models)
         t0 = time.perf_counter()
         data = h.data.build(m) if isinstance(h.data, DataRef) else h.data
+        if h.corruption is not None:  # causal tracing: noise on the clean prompts' embeddings is the corrupt run
+            data = data.with_noise(h.corruption)
         eff = scan(m, data, h.sites, intervention=h.intervention, metric=h.metric, joint=h.joint,
                    n_random=h.n_random, seed=h.seed, progress=progress, cache=cache, memory_budget=memory_budget,
                    checkpoint=checkpoint, executor=executor)

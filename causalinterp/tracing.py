@@ -38,6 +38,7 @@ import torch
 
 from .engine.effects import Effects
 from .engine.plan import COMPONENT_ORDER
+from .engine.unit import add_noise, embedding_module
 from .models.adapters import raw_tensor
 from .models.load import Model, load_model
 from .spec.corruption import EmbeddingNoise, TracingError
@@ -50,15 +51,6 @@ __all__ = ["EmbeddingNoise", "TracingError", "causal_trace", "embedding_module",
 
 COMPONENTS = ("resid_post", "mlp_out", "attn_out")
 SEVER = {"mlp": "mlp_out", "attn": "attn_out"}
-
-
-def embedding_module(model: Model) -> str:
-    """Dotted path of the model's input-embedding module."""
-    emb = model.hf.get_input_embeddings()
-    for name, mod in model.hf.named_modules():
-        if mod is emb:
-            return name
-    raise TracingError("the model's input embedding is not one of its modules")
 
 
 def _layers_of(component: str, layer: int, window: int, n_layers: int) -> list[int]:
@@ -76,9 +68,7 @@ def _run(model: Model, tokens, noise, emb_path: str, read_pos, writes, save_keys
     B = tokens.shape[0]
     with torch.inference_mode():
         with model.nn.trace(tokens.to(model.device)):
-            if noise is not None:
-                env = model.envoy(emb_path)
-                env.output = env.output + noise.to(device=model.device, dtype=next(model.hf.parameters()).dtype)
+            add_noise(model, emb_path, noise)
             saved = {}
             for layer, comp in keys:
                 loc = model.location(comp, layer)

@@ -107,3 +107,14 @@ def test_lens_on_stories260k_is_exact_at_the_last_layer_and_matches_the_referenc
             p = data.position_index(s.position, i)
             ref = _metric_ref("logprob", lens_logits(hf, toks[i], s.layer)[p], data.answer[i], None, None)
             assert eff.values[i, j] == pytest.approx(ref, rel=1e-5, abs=1e-5)
+
+
+def test_lens_reads_an_embedding_noise_corrupt_run_with_its_noise():
+    model = ci.load_model(build_hf("gpt2"))
+    noise = ci.EmbeddingNoise(positions=(0, 1, 2), scale=3.0, seed=0)
+    data = random_data(n=4, T=6).with_noise(noise)
+    eff = ci.logit_lens(model, data, prompts="corrupt", metric=ci.metrics.logprob())
+    assert np.array_equal(eff.values[:, -1], eff.corrupt)            # the noisy run's own output, bit for bit
+    assert not np.allclose(eff.corrupt, eff.clean)
+    trace = ci.causal_trace(model, data, noise, layers=[0], positions=[0], metric=ci.metrics.logprob())
+    assert np.allclose(eff.corrupt, trace.corrupt, rtol=1e-6, atol=1e-6)

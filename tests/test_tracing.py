@@ -118,3 +118,59 @@ def test_causal_trace_on_stories260k_matches_hooks():
     for j, s in enumerate(eff.sites):
         ref = reference_trace(hf, data, noise, s.layer, s.position, sever="mlp")
         assert np.allclose(eff.values[:, j], ref, rtol=1e-4, atol=1e-4), s.label
+
+
+def test_noise_corruption_works_wherever_a_corrupt_prompt_does(family):
+    """A ContrastSet with an embedding-noise corruption in the ordinary scan: denoising resid_post gives the
+    causal trace; the baselines are the clean and noisy runs; noising writes noisy states into the clean run."""
+    hf = build_hf(family)
+    model = ci.load_model(hf)
+    corruption = EmbeddingNoise(positions=(1, 2), scale=3.0, seed=7)
+    data = random_data(n=3, T=5, seed=2).with_noise(corruption)
+    assert data.corrupt == data.clean and ci.ContrastSet.from_dict(data.to_dict()) == data
+    trace = ci.causal_trace(model, data, corruption, positions=[1, 4])
+    eff = ci.scan(model, data, ci.sites.SiteSet("resid_post", None, None, (1, 4)), progress=False)
+    assert [s.label for s in eff.sites] == [s.label for s in trace.sites]
+    assert np.allclose(eff.values, trace.values, rtol=1e-5, atol=1e-5)
+    assert np.allclose(eff.corrupt, trace.corrupt, rtol=1e-6, atol=1e-6)
+    noise = corruption.draw(model, data)
+    assert np.allclose(eff.corrupt, reference_noisy(hf, data, noise), rtol=1e-4, atol=1e-4)
+    # the other direction: the noisy hidden state at (layer 0, position 1) written into the clean run
+    back = ci.scan(model, data, [ci.Site("resid_post", 0, None, 1)], intervention=ci.patch("noise"), progress=False)
+    for i in range(data.n):
+        toks = torch.tensor(data.clean[i])
+        h = with_embedding_noise(hf, noise[i])
+        try:
+            noisy_state = read(hf, toks, "resid_post", 0)[1]
+        finally:
+            h.remove()
+        ref = logit_diff(run_patched(hf, toks, [("resid_post", 0, None, [1], noisy_state)]), 4, data.answer[i],
+                         data.wrong[i])
+        assert back.values[i, 0] == pytest.approx(ref, rel=1e-4, abs=1e-4)
+
+
+def test_yaml_hypothesis_with_embedding_noise(tmp_path):
+    model = ci.load_model("testbed:induction")
+    f = tmp_path / "hyp_trace.yaml"
+    f.write_text("""
+model: testbed:induction
+hypotheses:
+  - name: restoring the second copy's last token state recovers the answer
+    data: {task: induction, n: 12, seed: 0, seq_len: 6}
+    corruption: {kind: embedding_noise, positions: [1, 2, 3, 4, 5, 6], scale: 3, seed: 1}
+    sites: {component: resid_post, layers: [1], positions: [end]}
+    claim: {kind: recovers, at_least: 0.9}
+    n_resamples: 499
+""")
+    (h,) = ci.load_hypotheses(f)
+    assert h.corruption == EmbeddingNoise(tuple(range(1, 7)), 3.0, 1)
+    assert ci.Hypothesis.from_dict(h.to_dict()) == h
+    r = ci.run(h, model, progress=False)
+    # restoring the last layer's output at the read position undoes any corruption exactly
+    assert r.verdict == "supported" and r.evaluation.estimate == pytest.approx(1.0, abs=1e-9)
+    data = ci.testbeds.induction_data(12, seed=0, seq_len=6).with_noise(h.corruption)
+    trace = ci.causal_trace(model, data, h.corruption, layers=[1], positions=["end"])
+    assert np.allclose(r.effects.corrupt, trace.corrupt, rtol=1e-6, atol=1e-6)
+    assert (r.effects.corrupt < r.effects.clean - 1).mean() > 0.5   # the noise destroys the copy
+    with pytest.raises(ci.HypothesisError, match="corruption"):
+        ci.Hypothesis.from_dict({**h.to_dict(), "corruption": {"kind": "embedding_noise", "scale": 3}})

@@ -22,8 +22,8 @@ from ..spec.schema import Bool, NonNegInt, Seed, check_value
 from ..spec.sites import ALL, Site, SiteError, SiteSet, check_distinct
 from ..stats.randomization import random_subsets
 from . import plan as P
-from .fingerprint import digest, tokenizer_hash, weights_hash
-from .unit import keep_index, logits_at, trace_kwargs
+from .fingerprint import digest, tensor_checksum, tokenizer_hash, weights_hash
+from .unit import add_noise, embedding_module, keep_index, logits_at, trace_kwargs
 
 
 class ScanError(ValueError):
@@ -241,10 +241,14 @@ class Context:
     n_prompts: int
     clean_metric: np.ndarray
     corrupt_metric: np.ndarray
+    base_noise: torch.Tensor | None = None   # [n_prompts, T, d] embedding noise of the base run (causal tracing)
+    emb_path: str | None = None              # the input-embedding module the noise is added to
 
 
-def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys, rows_per_pass: int):
-    """Unpatched runs in chunks: cached canonical activations for `keys` and logits at `read_pos`."""
+def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys, rows_per_pass: int,
+               noise: torch.Tensor | None = None, emb_path: str | None = None):
+    """Unpatched runs in chunks: cached canonical activations for `keys` and logits at `read_pos`
+    (with `noise` [n, T, d] added to the input embeddings for an embedding-noise corrupt run)."""
     import nnsight
 
     keys = sorted(keys, key=lambda k: (k[1], P.COMPONENT_ORDER[k[0]]))  # modules in execution order
@@ -257,6 +261,7 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys,
         locs = [(k, model.location(*k)) for k in keys]
         with torch.inference_mode():
             with model.nn.trace(toks, **trace_kwargs(model, keep.to(model.device), toks)):
+                add_noise(model, emb_path, None if noise is None else noise[start:stop])
                 saved = []
                 for key, loc in locs:
                     env = model.envoy(loc.module)
@@ -271,15 +276,17 @@ def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys,
     return {k: torch.cat(v) for k, v in cache.items()}, torch.cat(all_logits)
 
 
-def _cached_plain(cache: dict | None, model: Model, tokens, read_pos, keys, rows_per_pass: int):
+def _cached_plain(cache: dict | None, model: Model, tokens, read_pos, keys, rows_per_pass: int,
+                  noise: torch.Tensor | None = None, emb_path: str | None = None):
     """`_run_plain`, reusing activations and logits already in `cache` and adding what was missing."""
     if cache is None:
-        return _run_plain(model, tokens, read_pos, keys, rows_per_pass)
-    ident = (id(model), tokens.numpy().tobytes(), tuple(tokens.shape), read_pos.numpy().tobytes())
+        return _run_plain(model, tokens, read_pos, keys, rows_per_pass, noise, emb_path)
+    ident = (id(model), tokens.numpy().tobytes(), tuple(tokens.shape), read_pos.numpy().tobytes(),
+             None if noise is None else digest(tensor_checksum(noise)))
     entry = cache.setdefault(ident, {"acts": {}, "logits": None})
     missing = [k for k in keys if k not in entry["acts"]]
     if missing or entry["logits"] is None:
-        acts, logits = _run_plain(model, tokens, read_pos, missing, rows_per_pass)
+        acts, logits = _run_plain(model, tokens, read_pos, missing, rows_per_pass, noise, emb_path)
         entry["acts"].update(acts)
         entry["logits"] = logits
     return {k: entry["acts"][k] for k in keys}, entry["logits"]
@@ -367,8 +374,10 @@ def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | Non
     corrupt_keys = (keys if need_corrupt else []) + (skip_keys if intervention.base_run == "corrupt" else [])
     clean_cache, clean_logits = _cached_plain(cache, model, clean_tok, read_pos, sorted(set(clean_keys)),
                                               the_plan.base_rows)
+    noise = data.corruption.draw(model, data) if data.corruption is not None else None  # causal tracing
+    emb_path = embedding_module(model) if noise is not None else None
     corrupt_cache, corrupt_logits = _cached_plain(cache, model, corrupt_tok, read_pos, sorted(set(corrupt_keys)),
-                                                  the_plan.base_rows)
+                                                  the_plan.base_rows, noise, emb_path)
     answer = torch.tensor(data.answer)
     wrong = torch.tensor(data.wrong) if data.wrong is not None else None
     clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
@@ -393,5 +402,6 @@ def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | Non
                    base_tok=corrupt_tok if intervention.base_run == "corrupt" else clean_tok,
                    source=source, base_cache={k: base_cache[k] for k in skip_keys}, means=means,
                    resample_from=resample_from, intervention=intervention, metric=metric, n_prompts=n,
-                   clean_metric=clean_metric, corrupt_metric=corrupt_metric)
+                   clean_metric=clean_metric, corrupt_metric=corrupt_metric,
+                   base_noise=noise if intervention.base_run == "corrupt" else None, emb_path=emb_path)
 

@@ -58,6 +58,23 @@ def logits_at(logits: torch.Tensor, keep: torch.Tensor, inverse: torch.Tensor, r
     return logits[rows, read_pos]
 
 
+def embedding_module(model: Model) -> str:
+    """Dotted path of the model's input-embedding module (where embedding-noise corruption is added)."""
+    emb = model.hf.get_input_embeddings()
+    for name, mod in model.hf.named_modules():
+        if mod is emb:
+            return name
+    raise ValueError("the model's input embedding is not one of its modules")
+
+
+def add_noise(model: Model, emb_path: str | None, noise: torch.Tensor | None) -> None:
+    """Inside a trace: add `noise` ([B, T, d]) to the input embeddings (an embedding-noise corrupt run)."""
+    if noise is None:
+        return
+    env = model.envoy(emb_path)
+    env.output = env.output + noise.to(device=model.device, dtype=next(model.hf.parameters()).dtype)
+
+
 def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
     """Metric values (float64, one per row) of `unit`: the one function every executor calls."""
     n = ctx.n_prompts
@@ -67,7 +84,8 @@ def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
     rp = ctx.read_pos[prompts]
     keep, inverse = keep_index(rp)
     skip = [ctx.base_cache[("resid_post", layer)][prompts] for layer in range(unit.low_layer)]
-    logits = _run_patched(model, ctx.base_tok[prompts], keep, groups, skip)
+    noise = None if ctx.base_noise is None else ctx.base_noise[prompts]
+    logits = _run_patched(model, ctx.base_tok[prompts], keep, groups, skip, noise, ctx.emb_path)
     picked = logits_at(logits, keep, inverse, rp)
     wrong = ctx.wrong[prompts] if ctx.wrong is not None else None
     return ctx.metric.compute(picked, ctx.answer[prompts], wrong, ctx.clean_logits[prompts]).numpy()
@@ -110,10 +128,12 @@ def _build_groups(model: Model, ctx, cols, prompts) -> list[_Group]:
 
 
 def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups: list,
-                 skip: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+                 skip: Sequence[torch.Tensor] = (), noise: torch.Tensor | None = None,
+                 emb_path: str | None = None) -> torch.Tensor:
     """One forward pass with all writes of `groups` applied in place; logits at the kept positions.
 
-    ``skip[l]`` replaces the output of block ``l`` (its forward does not run).
+    ``skip[l]`` replaces the output of block ``l`` (its forward does not run); `noise` is added to the
+    input embeddings (an embedding-noise corrupt base run).
     """
     import nnsight
 
@@ -122,6 +142,7 @@ def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups:
     with torch.inference_mode():
         toks = tokens.to(dev)
         with model.nn.trace(toks, **trace_kwargs(model, keep.to(dev), toks)):
+            add_noise(model, emb_path, noise)
             for layer, out in enumerate(skip):
                 model.envoy(f"{model.adapter.layers}.{layer}").skip(out)
             for g in groups:

@@ -7,10 +7,12 @@ Causal tracing (`causalinterp.tracing.causal_trace`) uses it as its corrupt run 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from .data import ContrastSet, DataError
+if TYPE_CHECKING:  # data.py imports this module (ContrastSet.corruption)
+    from .data import ContrastSet
 
 __all__ = ["EmbeddingNoise", "TracingError"]
 
@@ -56,14 +58,15 @@ class EmbeddingNoise:
             return float(self.std)
         return float(model.hf.get_input_embeddings().weight.detach().float().std())
 
-    def indices(self, data: ContrastSet) -> list[list[int]]:
+    def indices(self, data: "ContrastSet") -> list[list[int]]:
         """The corrupted token indices of each prompt (sorted, duplicates removed)."""
+        from .data import DataError
         try:
             return [sorted({data.position_index(p, i) for p in self.positions}) for i in range(data.n)]
         except DataError as e:
             raise TracingError(f"embedding_noise positions: {e}") from None
 
-    def draw(self, model, data: ContrastSet) -> torch.Tensor:
+    def draw(self, model, data: "ContrastSet") -> torch.Tensor:
         """The noise as ``[n, T_max, d_model]`` (zero outside the corrupted positions); seeded per prompt."""
         d, T = model.d_model, max(data.lengths)
         unit = self.unit(model) * float(self.scale)
@@ -79,6 +82,11 @@ class EmbeddingNoise:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddingNoise":
+        if isinstance(d, EmbeddingNoise):
+            return d
+        if not isinstance(d, dict):
+            raise TracingError(f"a corruption is a mapping like {{kind: embedding_noise, positions: [S1], scale: 3}}, "
+                               f"got {d!r}")
         d = dict(d)
         if d.pop("kind", cls.kind) != cls.kind:
             raise TracingError(f"unknown corruption kind; the only one is {cls.kind!r}")

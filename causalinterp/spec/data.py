@@ -10,6 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .corruption import EmbeddingNoise
+
 
 class DataError(ValueError):
     """A contrast set that cannot be used as given; the message names the prompt and the fix.
@@ -97,6 +99,7 @@ class ContrastSet:
     positions: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     clusters: tuple | None = None
     name: str = ""
+    corruption: EmbeddingNoise | None = None   # noise on the corrupt run's input embeddings (causal tracing)
 
     def __post_init__(self):
         n = len(self.clean)
@@ -136,6 +139,12 @@ class ContrastSet:
         object.__setattr__(self, "positions", named)
         if self.clusters is not None:
             object.__setattr__(self, "clusters", tuple(self.clusters))
+        if self.corruption is not None:
+            object.__setattr__(self, "corruption", EmbeddingNoise.from_dict(self.corruption))
+            if self.corrupt != self.clean:
+                raise DataError("with an embedding-noise corruption the corrupt prompts are the clean prompts plus "
+                                "noise; build it with contrast_set.with_noise(EmbeddingNoise(...))")
+            self.corruption.indices(self)  # clear error for unknown or out-of-range positions
 
     # --- constructors -------------------------------------------------------------------------
     @classmethod
@@ -228,7 +237,14 @@ class ContrastSet:
         idx = list(idx)
         pick = lambda t: None if t is None else tuple(t[i] for i in idx)  # noqa: E731
         return ContrastSet(pick(self.clean), pick(self.corrupt), pick(self.answer), pick(self.wrong),
-                           {k: pick(v) for k, v in self.positions.items()}, pick(self.clusters), self.name)
+                           {k: pick(v) for k, v in self.positions.items()}, pick(self.clusters), self.name,
+                           self.corruption)
+
+    def with_noise(self, corruption) -> "ContrastSet":
+        """The same prompts with an embedding-noise corrupt run (causal tracing) instead of the corrupt prompts:
+        ``data.with_noise(EmbeddingNoise(positions=["S1"], scale=3))``; the noise of prompt i is seeded per prompt."""
+        from dataclasses import replace
+        return replace(self, corrupt=self.clean, corruption=EmbeddingNoise.from_dict(corruption))
 
     def check_context(self, max_len: int | None) -> None:
         """Clear error when a prompt is longer than the model's context (positions beyond it do not exist)."""
@@ -264,7 +280,8 @@ class ContrastSet:
         return {"clean": [list(r) for r in self.clean], "corrupt": [list(r) for r in self.corrupt],
                 "answer": list(self.answer), "wrong": None if self.wrong is None else list(self.wrong),
                 "positions": {k: list(v) for k, v in self.positions.items()},
-                "clusters": None if self.clusters is None else list(self.clusters), "name": self.name}
+                "clusters": None if self.clusters is None else list(self.clusters), "name": self.name,
+                **({"corruption": self.corruption.to_dict()} if self.corruption is not None else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ContrastSet":

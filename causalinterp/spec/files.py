@@ -23,13 +23,14 @@ from pydantic_core import PydanticCustomError
 
 from . import sites as _sites
 from .claims import Claim
+from .corruption import EmbeddingNoise
 from .data import ContrastSet
 from .hypothesis import DataRef, Hypothesis, HypothesisError
 from .interventions import KINDS as INTERVENTION_KINDS
 from .interventions import Intervention
 from .metrics import KINDS as METRIC_KINDS
 from .metrics import Metric
-from .schema import (Alpha, Bool, Correction, Int, Name, NonNegInt, Position, PosInt, Seed, Str, _adapter,
+from .schema import (Alpha, Bool, Correction, Float, Int, Name, NonNegInt, Position, PosInt, Seed, Str, _adapter,
                      StrictModel, check_keys, clean_loc, did_you_mean, explain, format_loc, int_type,
                      keys_checked)
 from .sites import HEAD_COMPONENTS, Component, Site, SiteSet
@@ -132,6 +133,20 @@ ClaimSpec = _claim_union()
 # ----------------------------------------------------------------------------- data
 
 
+class EmbeddingNoiseSpec(_Strict):
+    """Gaussian noise on the input embeddings as the corrupt run (causal tracing): `causalinterp.EmbeddingNoise`."""
+
+    what: ClassVar[str] = "corruption (embedding_noise: positions, scale, seed, std)"
+    kind: Literal["embedding_noise"] = "embedding_noise"
+    positions: Annotated[list[Position], at.MinLen(1)]
+    scale: Annotated[Float, at.Gt(0)] = 3.0
+    seed: Seed = 0
+    std: Optional[Annotated[Float, at.Gt(0)]] = None
+
+    def build(self) -> EmbeddingNoise:
+        return EmbeddingNoise(positions=tuple(self.positions), scale=self.scale, seed=self.seed, std=self.std)
+
+
 class _Inline(_Strict):
     what: ClassVar[str] = "data (inline token ids: clean, corrupt, answer, wrong, positions, clusters, name)"
     clean: Annotated[list[Annotated[list[Int], at.MinLen(1)]], at.MinLen(1)]
@@ -141,10 +156,12 @@ class _Inline(_Strict):
     positions: dict[str, Union[list[Int], Int]] = {}
     clusters: Optional[list[Union[Int, Str]]] = None
     name: Str = ""
+    corruption: Optional[EmbeddingNoiseSpec] = None
 
     def build(self) -> ContrastSet:
-        return ContrastSet.from_tokens(self.clean, self.corrupt, self.answer, self.wrong, self.positions,
+        data = ContrastSet.from_tokens(self.clean, self.corrupt, self.answer, self.wrong, self.positions,
                                        self.clusters, self.name)
+        return data if self.corruption is None else data.with_noise(self.corruption.build())
 
 
 class _Ioi(_Strict):
@@ -241,6 +258,7 @@ class HypothesisSpec(_Strict):
     correction: Correction = "holm"
     n_resamples: PosInt = 9999
     seed: Seed = 0
+    corruption: Optional[EmbeddingNoiseSpec] = None
 
     @model_validator(mode="after")
     def _positions_exist(self):
@@ -248,6 +266,7 @@ class HypothesisSpec(_Strict):
             task = self.data.task
             names = [("sites", s.position) for s in _explicit_or_grid(self.sites)]
             names.append(("metric", self.metric.position))
+            names += [("corruption", p) for p in (self.corruption.positions if self.corruption else ())]
             for field, p in names:
                 if isinstance(p, str) and p != "all" and not _task_position_ok(task, p):
                     known = sorted(TASK_POSITIONS[task]) + (["rep0", "rep1", "..."] if task == "induction" else [])
@@ -261,7 +280,8 @@ class HypothesisSpec(_Strict):
         return Hypothesis(name=self.name, data=self.data, sites=self.sites, claim=self.claim,
                           intervention=self.intervention, metric=self.metric, alpha=self.alpha, joint=self.joint,
                           correction=self.correction, n_resamples=self.n_resamples, seed=self.seed,
-                          model=self.model, description=self.description)
+                          model=self.model, description=self.description,
+                          corruption=None if self.corruption is None else self.corruption.build())
 
 
 def _explicit_or_grid(ss: SiteSet):

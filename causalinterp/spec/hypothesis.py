@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 from .claims import Claim
+from .corruption import EmbeddingNoise, TracingError
 from .data import ContrastSet
 from .interventions import Intervention, patch
 from .metrics import Metric, logit_diff
@@ -99,6 +100,7 @@ class Hypothesis:
     seed: Seed = 0
     model: Optional[Str] = None
     description: Str = ""
+    corruption: Any = None   # EmbeddingNoise instead of the corrupt prompts (causal tracing)
 
     def __post_init__(self):
         if isinstance(self.name, str) and not self.name:
@@ -115,6 +117,11 @@ class Hypothesis:
             raise HypothesisError("intervention must come from ci.patch(...) or ci.ablate(...)")
         if not isinstance(self.metric, Metric):
             raise HypothesisError("metric must come from ci.metrics (e.g. ci.metrics.logit_diff())")
+        if self.corruption is not None and not isinstance(self.corruption, EmbeddingNoise):
+            try:
+                object.__setattr__(self, "corruption", EmbeddingNoise.from_dict(self.corruption))
+            except TracingError as e:
+                raise HypothesisError(f"hypothesis {self.name!r}, field 'corruption': {e}") from None
         if self.claim.kind == "beats_random" and not self.joint:
             object.__setattr__(self, "joint", True)  # a site set is compared with random sets as a whole
 
@@ -131,7 +138,7 @@ class Hypothesis:
                 "sites": self.sites.to_dict(), "intervention": self.intervention.to_dict(),
                 "metric": self.metric.to_dict(), "claim": self.claim.to_dict(), "alpha": self.alpha,
                 "joint": self.joint, "correction": self.correction, "n_resamples": self.n_resamples,
-                "seed": self.seed}
+                "seed": self.seed, **({"corruption": self.corruption.to_dict()} if self.corruption else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "hypothesis") -> "Hypothesis":
