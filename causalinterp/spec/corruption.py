@@ -7,12 +7,8 @@ Causal tracing (`causalinterp.tracing.causal_trace`) uses it as its corrupt run 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:  # data.py imports this module (ContrastSet.corruption)
-    from .data import ContrastSet
 
 __all__ = ["EmbeddingNoise", "TracingError"]
 
@@ -60,10 +56,9 @@ class EmbeddingNoise:
 
     def indices(self, data: "ContrastSet") -> list[list[int]]:
         """The corrupted token indices of each prompt (sorted, duplicates removed)."""
-        from .data import DataError
-        try:
+        try:  # data.py imports this module, so its DataError (a ValueError) is caught as such
             return [sorted({data.position_index(p, i) for p in self.positions}) for i in range(data.n)]
-        except DataError as e:
+        except ValueError as e:
             raise TracingError(f"embedding_noise positions: {e}") from None
 
     def draw(self, model, data: "ContrastSet") -> torch.Tensor:
