@@ -15,6 +15,7 @@ from .replicate import Replication, replicate
 from .result import Result
 from .runner import run, run_all
 from .spec import claims, metrics, sites
+from .spec import paths as _paths
 from .spec.data import ContrastSet, DataError
 from .spec.hypothesis import DataRef, Hypothesis, HypothesisError, load_hypotheses
 from .spec.interventions import Intervention, ablate, patch
@@ -30,6 +31,9 @@ def _load_testbed(name: str, device="auto"):
 
 # The package wires its parts: models does not import testbeds (testbeds builds on models).
 models.register_scheme("testbed", _load_testbed)
+# Path sites live in spec/paths.py (which builds on spec/sites.py) and are offered as ci.sites.path etc.
+for _name in ("path", "paths", "Path", "PathSet"):
+    setattr(sites, _name, getattr(_paths, _name))
 
 __all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRef", "Effects", "EmbeddingNoise",
            "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",

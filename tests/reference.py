@@ -251,3 +251,100 @@ def with_embedding_noise(hf, noise):
     """A hook handle adding `noise` [T, d] to the token embeddings of one prompt (remove() it after use)."""
     mod = hf.get_submodule(EMBED[family_of(hf)])
     return mod.register_forward_hook(lambda m, a, o: o + noise[None].to(o.dtype))
+
+
+# --- path patching (Wang et al. 2022), written independently of causalinterp/engine/paths.py ------------------
+# Step 2 runs the base prompt with every attention and MLP output frozen to its base value except the senders
+# (so the senders' change travels only along the residual stream) and records each receiver's input projection
+# (q/k/v) or MLP output; step 3 runs the base prompt with those receiver values written in.  A "logits" receiver
+# reads step 2's logits.  Hooks return new tensors (resid_mid is written in place, as in run_patched).
+
+def _hook_out(mod, fn):
+    return mod.register_forward_hook(
+        lambda m, a, o: ((fn(o[0]),) + tuple(o[1:])) if isinstance(o, tuple) else fn(o))
+
+
+_BASE: dict = {}  # base-run activations per (model, prompt): read once, used by every path of the prompt
+
+
+def path_patched(hf, base_tokens, senders, receivers, n_layers):
+    """Logits [T, V] of one prompt after path patching.
+
+    senders: list of (component, layer, head or None, positions (list) or None, new values of that slice);
+    receivers: "logits", or a list of (component in q/k/v/mlp_out, layer, head or None, positions or None).
+    """
+    family = family_of(hf)
+    table = MODULES[family]
+    get = lambda comp, l: hf.get_submodule(table[comp][0].format(l=l))  # noqa: E731
+    key = (id(hf), tuple(base_tokens.tolist()))
+    if key not in _BASE:
+        _BASE[key] = {(c, l): read(hf, base_tokens, c, l) for l in range(n_layers)
+                      for c in ("attn_out", "mlp_out", "head_out")}
+    base = _BASE[key]
+    by_layer = {}
+    for s in senders:
+        by_layer.setdefault((s[0], s[1]), []).append(s)
+
+    def put(t, pos, vals, head=None):
+        t = t.clone()
+        idx = list(range(t.shape[0])) if pos is None else pos
+        if head is None:
+            t[idx] = vals
+        else:
+            t[idx, head] = vals
+        return t
+
+    recorded, hooks = {}, []
+    for l in range(n_layers):
+        if ("head_out", l) in by_layer:   # freeze every head at the output projection's input, senders patched
+            heads = base[("head_out", l)]
+            for _, _, h, pos, vals in by_layer[("head_out", l)]:
+                heads = put(heads, pos, vals, h)
+            raw = lambda heads=heads: heads.reshape(1, heads.shape[0], -1)  # noqa: E731
+            hooks.append(get("head_out", l).register_forward_pre_hook(lambda m, a, raw=raw: (raw(),) + tuple(a[1:])))
+        else:                              # freeze the attention output (senders patched)
+            attn = base[("attn_out", l)]
+            for _, _, _, pos, vals in by_layer.get(("attn_out", l), []):
+                attn = put(attn, pos, vals)
+            hooks.append(_hook_out(get("attn_out", l), lambda o, attn=attn: attn[None].to(o.dtype)))
+        mlp = base[("mlp_out", l)]
+        for _, _, _, pos, vals in by_layer.get(("mlp_out", l), []):
+            mlp = put(mlp, pos, vals)
+
+        def freeze_mlp(o, mlp=mlp, l=l):
+            recorded[("mlp_out", l)] = o[0].detach().clone()
+            return mlp[None].to(o.dtype)
+        hooks.append(_hook_out(get("mlp_out", l), freeze_mlp))
+        for _, _, _, pos, vals in by_layer.get(("resid_pre", l), []):
+            hooks.append(get("resid_pre", l).register_forward_pre_hook(
+                lambda m, a, pos=pos, vals=vals: (put(a[0][0], pos, vals)[None],) + tuple(a[1:])))
+        for _, _, _, pos, vals in by_layer.get(("resid_post", l), []):
+            hooks.append(_hook_out(get("resid_post", l), lambda o, pos=pos, vals=vals: put(o[0], pos, vals)[None]))
+        for _, _, _, pos, vals in by_layer.get(("resid_mid", l), []):
+            hooks.append(get("resid_mid", l).register_forward_pre_hook(
+                lambda m, a, pos=pos, vals=vals: [a[0].copy_(put(a[0][0], pos, vals)[None])] and None))
+        if receivers != "logits" and any(r[0] in "qkv" and r[1] == l for r in receivers):
+            mod = hf.get_submodule(_where(family, "q")[0].format(l=l))
+            mods = {c: hf.get_submodule(_where(family, c)[0].format(l=l)) for c in "qkv"}
+            for c, m in mods.items():
+                hooks.append(m.register_forward_hook(
+                    lambda m_, a, o, c=c, l=l: recorded.__setitem__((c, l), to_heads(
+                        hf, c, (o[0] if isinstance(o, tuple) else o).detach())[0])))
+            del mod
+    try:
+        with torch.no_grad():
+            step2 = hf(base_tokens[None]).logits[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    if receivers == "logits":
+        return step2
+    patches = []
+    for comp, l, h, pos in receivers:
+        vals = recorded[(comp, l)]
+        if pos is not None:
+            vals = vals[pos]
+        if h is not None:
+            vals = vals[:, kv_group(hf, comp, h)]
+        patches.append((comp, l, h, pos, vals))
+    return run_patched(hf, base_tokens, patches)

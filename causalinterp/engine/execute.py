@@ -50,6 +50,12 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     """
     from tqdm.auto import tqdm
 
+    from ..spec.paths import is_path_spec
+    if is_path_spec(sites):  # path sites (ci.sites.path): their own two-pass unit, see engine/paths.py
+        from .paths import scan_paths
+        return scan_paths(model, data, sites, intervention=intervention, metric=metric, joint=joint,
+                          batch_size=batch_size, memory_budget=memory_budget, progress=progress, n_random=n_random,
+                          cache=cache)
     t_start = time.perf_counter()
     if not isinstance(model, Model):
         model = load_model(model)
