@@ -156,3 +156,16 @@ def test_stories260k_paths_match_hooks():
               Path((Site("head_out", 3, 2),), ("logits",))]
     eff = ci.scan(model, data, ci.sites.paths(paths), progress=False)
     np.testing.assert_allclose(eff.values, reference(hf, data, paths), atol=TOL)
+
+
+def test_embedding_noise_corrupt_run_reaches_paths():
+    """With an embedding-noise corrupt run (causal tracing) the base run of denoising carries the noise:
+    the last MLP's direct path to the logits still equals its node patch, and differs from the noiseless scan."""
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=3, T=5).with_noise(ci.EmbeddingNoise(positions=[0, 1], scale=3.0))
+    last = Site("mlp_out", 1, None, ALL)
+    node = ci.scan(model, data, [last], progress=False)
+    path = ci.scan(model, data, ci.sites.path([last], "logits"), progress=False)
+    np.testing.assert_allclose(path.values, node.values, atol=TOL)
+    both = ci.scan(model, data, ci.sites.paths([Path((Site("head_out", 0, 1),), (Site("q", 1, 2),))]), progress=False)
+    assert np.abs(both.values[:, 0] - both.corrupt).max() > 5 * TOL

@@ -32,7 +32,7 @@ from . import plan as P
 from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _means, _resample_sources, _site_positions,
                       check_finite, model_shape, read_positions)
 from .effects import Effects
-from .unit import _Group, _run_patched, keep_index, logits_at, trace_kwargs
+from .unit import _Group, _run_patched, embedding_module, keep_index, logits_at, trace_kwargs
 
 __all__ = ["scan_paths", "resolve_paths"]
 
@@ -228,9 +228,13 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
     keys[base_run] |= sender_keys | stream_keys | skip_keys
     if kind != "zero":
         keys[src_run] |= sender_keys
+    noise = data.corruption.draw(model, data) if getattr(data, "corruption", None) is not None else None
+    emb_path = embedding_module(model) if noise is not None else None
     got = {}
     for run in ("clean", "corrupt"):
-        got[run] = _cached_plain(cache, model, data.tokens(run), read_pos, sorted(keys[run]), base_rows)
+        got[run] = _cached_plain(cache, model, data.tokens(run), read_pos, sorted(keys[run]), base_rows,
+                                 *((noise, emb_path) if run == "corrupt" else (None, None)))
+    base_noise = (noise, emb_path) if base_run == "corrupt" else (None, None)
     (base_cache, _), (src_cache, _) = got[base_run], got[src_run]
     clean_logits, corrupt_logits = got["clean"][1], got["corrupt"][1]
     answer = torch.tensor(data.answer)
@@ -291,7 +295,7 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
         other = np.flatnonzero(~logit_rows)
         if other.size:
             picked[other] = _receiver_rows(model, paths, cols[other], prompts[other], base_cache, change,
-                                           base_tok, read_pos, skip_keys, recv_positions)
+                                           base_tok, read_pos, skip_keys, recv_positions, base_noise)
             n_passes += 2
         values[r0:r1] = metric.compute(picked, answer[prompts], wrong_r, clean_logits[prompts]).numpy()
         bar.update(r1 - r0)
@@ -313,7 +317,7 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
 
 
 def _receiver_rows(model: Model, paths, cols, prompts, base_cache, change, base_tok, read_pos, skip_keys,
-                   positions) -> torch.Tensor:
+                   positions, base_noise) -> torch.Tensor:
     """Logits at the read positions for rows whose paths end in heads/MLPs: the compute pass, then the final pass."""
     prompts_t = torch.as_tensor(prompts)
     rp = read_pos[prompts]
@@ -356,7 +360,8 @@ def _receiver_rows(model: Model, paths, cols, prompts, base_cache, change, base_
     ordered = [g for _, g in sorted(groups.values(), key=lambda x: x[0])]
     low = min(r.layer for c in np.unique(cols) for r in paths[c].receivers)
     skip = [base_cache[("resid_post", l)][prompts_t] for l in range(low) if ("resid_post", l) in skip_keys]
-    logits = _run_patched(model, toks, keep, ordered, skip)
+    noise, emb_path = base_noise
+    logits = _run_patched(model, toks, keep, ordered, skip, None if noise is None else noise[prompts_t], emb_path)
     return logits_at(logits, keep, inverse, rp).float()
 
 
