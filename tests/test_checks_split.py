@@ -40,3 +40,30 @@ def test_split_by_cluster_keeps_templates_whole():
     assert p.n == 6 and q.n == 18
     with pytest.raises(ValueError):
         d.split(1.0)
+
+
+def test_selected_sites_keep_their_prompts_through_a_hypothesis_and_its_file(tmp_path):
+    """Sites an evaluation chose, put into a Hypothesis (directly or via ci.sites.explicit, or written to a file
+    and read back), are flagged when tested on the prompts they were chosen on, and not on held-out prompts."""
+    import causalinterp as ci
+    model = ci.load_model("testbed:ioi")
+    data = ci.testbeds.ioi_data(48, seed=3)
+    discovery, confirmation = data.split(0.5, seed=0)
+    scan = ci.scan(model, discovery, ci.sites.head_out(positions="end"), progress=False)
+    chosen = ci.evaluate(scan, ci.claims.has_effect("increase"), n_resamples=999).top_sites(2)
+    assert chosen.selected_on["prompts"]
+    for sites in (chosen, ci.sites.explicit(chosen)):
+        h = ci.Hypothesis(name="chosen heads matter", data=discovery, sites=sites,
+                          claim=ci.claims.has_effect("increase"), joint=True, n_resamples=999)
+        assert h.sites.selected_on == chosen.selected_on
+        back = ci.Hypothesis.from_dict(h.to_dict())
+        assert back.sites.selected_on == chosen.selected_on
+        same = ci.run(back, model, progress=False)
+        assert same.verdict == "inconclusive" and "selected-on-same-data" in same.evaluation.table["flag"][0]
+    held = ci.run(ci.Hypothesis(name="chosen heads matter", data=confirmation, sites=chosen,
+                                claim=ci.claims.has_effect("increase"), joint=True,
+                                n_resamples=999), model, progress=False)
+    assert held.verdict == "supported" and "selected-on-same-data" not in held.evaluation.table["flag"][0]
+    from causalinterp.spec.sites import SiteError
+    with pytest.raises(SiteError, match="selected_on"):
+        ci.SiteSet.from_dict({"sites": [{"component": "mlp_out", "layer": 0}], "selected_on": {"rule": "top 2"}})

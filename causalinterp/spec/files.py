@@ -70,12 +70,20 @@ class _Grid(_Strict):
         return SiteSet(self.component, t(self.layers), t(self.heads), t(self.positions))
 
 
+class _SelectedOn(_Strict):
+    what: ClassVar[str] = "selected_on (the prompts the sites were chosen on: prompts, rule)"
+    prompts: list[Str]
+    rule: Str = "selected"
+
+
 class _List(_Strict):
-    what: ClassVar[str] = "sites (a list: sites)"
+    what: ClassVar[str] = "sites (a list: sites, selected_on)"
     sites: Annotated[list[keys_checked(Site, "a site")], at.MinLen(1)]
+    selected_on: Optional[_SelectedOn] = None
 
     def build(self) -> SiteSet:
-        return SiteSet(explicit=tuple(self.sites))
+        return SiteSet(explicit=tuple(self.sites),
+                       selected_on=None if self.selected_on is None else self.selected_on.model_dump())
 
 
 class _Pairs(_Strict):

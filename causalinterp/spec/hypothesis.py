@@ -14,7 +14,7 @@ from .data import ContrastSet
 from .interventions import Intervention, patch
 from .metrics import Metric, logit_diff
 from .schema import Alpha, Bool, Correction, Int, Name, PosInt, Seed, Str, check_fields, did_you_mean
-from .sites import SiteSet
+from .sites import Site, SiteSet, explicit
 
 TASKS = ("ioi", "induction")
 
@@ -108,6 +108,8 @@ class Hypothesis:
         check_fields(self, HypothesisError, f"hypothesis {self.name!r}")
         if not isinstance(self.data, (ContrastSet, DataRef)):
             raise HypothesisError("data must be a ContrastSet or a task reference, e.g. DataRef('ioi', n=64)")
+        if isinstance(self.sites, (tuple, list)) and self.sites and all(isinstance(s, Site) for s in self.sites):
+            object.__setattr__(self, "sites", explicit(self.sites))   # e.g. evaluation.significant_sites()
         if not isinstance(self.sites, SiteSet):
             raise HypothesisError("sites must come from ci.sites (e.g. ci.sites.heads([(1, 2)]); for sites an evaluation "
                                   "chose, ci.sites.explicit(evaluation.significant_sites()))")

@@ -117,6 +117,9 @@ class SiteSet:
     heads: Optional[tuple[NonNegInt, ...]] = None
     positions: Optional[tuple[Position, ...]] = None
     explicit: tuple = field(default=())
+    # {"prompts": keys, "rule": how} when the explicit sites were chosen from an evaluation (selection.py):
+    # a scan of them on those prompts is flagged selected-on-same-data
+    selected_on: Optional[dict] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         for i, s in enumerate(self.explicit):
@@ -178,7 +181,8 @@ class SiteSet:
 
     def to_dict(self) -> dict:
         if self.explicit:
-            return {"sites": [s.to_dict() for s in self.explicit]}
+            return {"sites": [s.to_dict() for s in self.explicit],
+                    **({"selected_on": dict(self.selected_on)} if self.selected_on else {})}
         return {"component": self.component, "layers": _list(self.layers), "heads": _list(self.heads),
                 "positions": _list(self.positions)}
 
@@ -238,5 +242,7 @@ def heads(pairs: Iterable[tuple[int, int]], positions: Position | Sequence[Posit
 
 
 def explicit(sites: Iterable[Site]) -> SiteSet:
-    """A SiteSet from a list of `Site`s."""
-    return SiteSet(explicit=tuple(sites))
+    """A SiteSet from a list of `Site`s; sites an evaluation chose (`SelectedSites`) keep the prompts they were
+    chosen on, so that testing them on those prompts is flagged."""
+    chosen = getattr(sites, "selected_on", None)
+    return SiteSet(explicit=tuple(sites), selected_on=dict(chosen) if chosen else None)
