@@ -20,9 +20,19 @@ Every claim is evaluated at its boundary, where a decided verdict is wrong:
 (the margin is relative, so the gap is estimated from the same prompts, as in use).  Each cell runs many
 datasets (columns of one `Effects`, in blocks that share one draw of the gaps, `correction="none"` so
 every column is judged on its own).  The attainable floor of a cell is the probability of a sample that no
-test can tell from the alternative (Bahadur & Savage): for all-or-nothing/sparse data, a sample in which
-every prompt moved (p^n) or none did ((1 - p)^n) where that sample is exactly what some alternative
-produces; 0 for continuous shapes.  A cell passes when its rate <= max(alpha, floor) + 2 SE.
+test can tell from the alternative (Bahadur & Savage), the larger of two parts:
+
+    moved       for all-or-nothing/sparse data, a sample in which every prompt moved (p^n) or none did
+                ((1 - p)^n) where that sample is exactly what some alternative produces (exact formula);
+    normal      measured on the cell's own datasets: the fraction whose contrast (e, e - tau g, e -/+ margin g)
+                passes as normal (Shapiro-Wilk p > 0.1) AND is rejected in the wrong direction by the
+                one-sample t-test at alpha.  Such a sample is what a normal alternative produces; a test with
+                the t-test's power on normal data must reject it.  A skewed population (lognormal) makes
+                these samples when it missed its tail; for symmetric shapes this part is about alpha or below.
+
+A cell passes when its rate <= max(alpha, moved + alpha (1 - moved), normal) + 2 SE: a test that errs on
+every "moved" sample and at level alpha on the others; the normal part already contains the t-test's own
+alpha-level rejections, so nothing is added to it.
 
 Power cells: symmetric and all-or-nothing real effects; the fraction `supported`.
 
@@ -127,6 +137,41 @@ def floors(shape: str, n: int) -> dict:
             ("no_effect at 0", "refuted"): (all0 if p > MARGIN else 0.0) + (all1 if 1 - p > MARGIN else 0.0)}
 
 
+NORMAL_LOOKING_P = 0.1   # Shapiro-Wilk p above which a sample "passes as normal" (the `normal` floor)
+
+
+def _passes_as_normal(x: np.ndarray) -> np.ndarray:
+    """[k] whether each column of x [n, k] passes a Shapiro-Wilk test (p > NORMAL_LOOKING_P)."""
+    from scipy import stats
+    if x.shape[0] < 3:
+        return np.zeros(x.shape[1], bool)
+    ok = np.array([np.ptp(c) > 0 and stats.shapiro(c).pvalue > NORMAL_LOOKING_P for c in x.T])
+    return ok
+
+
+def _t_rejects(x: np.ndarray, alternative: str) -> np.ndarray:
+    from scipy import stats
+    with np.errstate(all="ignore"):
+        p = stats.ttest_1samp(x, 0.0, alternative=alternative).pvalue
+    return np.nan_to_num(p, nan=1.0) < ALPHA
+
+
+def normal_floor(name: str, e: np.ndarray, g: np.ndarray, tau: float) -> np.ndarray:
+    """[k] per dataset: passes as normal and the t-test rejects in the wrong direction of cell `name`."""
+    G = g[:, None]
+    def side(x, alt):
+        return _passes_as_normal(x) & _t_rejects(x, alt)
+    if name == "has_effect(increase) at 0":
+        return side(e, "greater")
+    if name == "has_effect(decrease) at 0":
+        return side(e, "less")
+    if name == "no_effect at 0":                         # refuted: beyond the margin in either direction
+        return side(e - MARGIN * G, "greater") | side(e + MARGIN * G, "less")
+    if name in ("no_effect at margin", "has_effect at margin"):   # supported / null: both equivalence tests
+        return side(e + MARGIN * G, "greater") & side(e - MARGIN * G, "less")
+    raise ValueError(name)
+
+
 def _rates(ev, verdicts) -> dict:
     t = ev.table["verdict"].to_numpy()
     return {v: float(np.mean(t == v)) for v in verdicts} | {"inconclusive": float(np.mean(t == "inconclusive"))}
@@ -143,6 +188,10 @@ def panel_cell(shape: str, n: int, blocks: int, per_block: int, B: int, seed: in
         mg = _effects(MARGIN * g[:, None] + noise(shape, n, per_block, g, rng), g, clusters)
         tau = _tau(shape)
         rc = _effects(recovery_effects(shape, n, per_block, g, rng, tau), g, clusters)
+        floor_of = {"recovers(tau) at tau": lambda v: {
+            "supported": _passes_as_normal(rc_d) & _t_rejects(rc_d, "greater"),
+            "refuted": _passes_as_normal(rc_d) & _t_rejects(rc_d, "less")}[v]}
+        rc_d = rc.values - rc.base[:, None] - tau * g[:, None]
         jobs = [("has_effect(increase) at 0", z, ci.claims.has_effect("increase"), ["supported"]),
                 ("has_effect(decrease) at 0", z, ci.claims.has_effect("decrease"), ["supported"]),
                 ("no_effect at 0", z, ci.claims.no_effect(MARGIN), ["refuted"]),
@@ -153,17 +202,28 @@ def panel_cell(shape: str, n: int, blocks: int, per_block: int, B: int, seed: in
             r = _rates(ci.evaluate(eff, claim, **kw), wrong)
             for v in wrong + ["inconclusive"]:
                 acc.setdefault((name, v), []).append(r[v])
+            if clusters is None:                    # the normal-looking floor (clusters: not defined, 0)
+                e = eff.values - eff.base[:, None]
+                for v in wrong:
+                    f = floor_of[name](v) if name in floor_of else normal_floor(name, e, g, tau)
+                    acc.setdefault((name, v, "normal floor"), []).append(float(np.mean(f)))
     fl = floors(shape, n)
     rows = []
-    for (name, v), vals in acc.items():
-        if v == "inconclusive":
+    for key, vals in acc.items():
+        if len(key) == 3 or key[1] == "inconclusive":
             continue
+        name, v = key
         S = blocks * per_block
         rate = float(np.mean(vals))
         se = float(np.sqrt(max(rate, ALPHA) * (1 - max(rate, ALPHA)) / S))
-        floor = float(fl.get((name, v), 0.0))
+        moved = float(fl.get((name, v), 0.0))
+        looks_normal = float(np.mean(acc.get((name, v, "normal floor"), [0.0])))
+        # a test that errs on every "moved" sample and at alpha on the others; the normal part already
+        # contains the t-test's alpha-level rejections
+        floor = max(moved + ALPHA * (1 - moved), looks_normal)
         rows.append({"shape": shape, "n": n, "claim": name + (f" (tau {_tau(shape):g})" if "recovers" in name else ""),
-                     "wrong verdict": v, "rate": rate, "SE": se, "floor": floor,
+                     "wrong verdict": v, "rate": rate, "SE": se, "floor (moved)": moved,
+                     "floor (normal)": looks_normal, "floor": floor,
                      "abstained": float(np.mean(acc[(name, "inconclusive")])),
                      "ok": rate <= max(ALPHA, floor) + 2 * se})
     return rows
@@ -305,12 +365,16 @@ def main(small: bool = False, real: bool = True) -> dict:
 
 def to_markdown(r: dict) -> str:
     bad = [x for x in r["rows"] if not x["ok"]]
-    cols = ["shape", "n", "claim", "wrong verdict", "rate", "SE", "floor", "abstained", "ok"]
+    cols = ["shape", "n", "claim", "wrong verdict", "rate", "SE", "floor (moved)", "floor (normal)", "floor",
+            "abstained", "ok"]
     text = ("## Calibration panel: wrong verdicts at the boundary\n\n"
             f"`python -m benchmarks.calibration{' --small' if r['small'] else ''}`: synthetic per-prompt effects "
             f"through `ci.evaluate`, alpha {r['alpha']}, {r['n_resamples']} resamples, {r['datasets per cell']} "
             "datasets per cell (see the module docstring for the shapes). A cell is ok when its wrong-verdict rate "
-            "<= max(alpha, attainable floor) + 2 SE; `abstained` is the fraction `inconclusive` (not an error). "
+            "<= floor + 2 SE, `floor` = max(alpha, `floor (moved)` + alpha (1 - `floor (moved)`), `floor (normal)`): "
+            "`floor (moved)` is the probability of a sample in which every prompt or none moved, `floor (normal)` "
+            "the measured fraction that passes as normal (Shapiro-Wilk p > 0.1) and that a t-test rejects in the "
+            "wrong direction (see the module docstring); `abstained` is the fraction `inconclusive` (not an error). "
             f"{r['cells ok']} of {r['cells']} cells ok.\n\n")
     if bad:
         text += "Cells over the bound:\n\n" + md_table(bad, cols) + "\n"

@@ -56,3 +56,24 @@ def test_knocked_out_heads_do_nothing(model):
         intervention=ci.patch("noise"),
         claim=ci.claims.no_effect(margin=0.05),
     )
+
+
+@ci.hypothesis(model="testbed:ioi")
+def test_ioi_heads_found_by_a_scan_hold_on_held_out_templates(model):
+    """Discover, then confirm: scan every head on one half of the templates, keep the supported ones, and
+    claim they matter jointly on the other half (templates the scan never saw).
+
+    Testing them on the scan's own prompts would be biased in their favour; causalinterp flags that
+    (`selected-on-same-data`) and never calls it supported.
+    """
+    data = ci.testbeds.ioi_data(192, seed=2, tokenizer=model.tokenizer)
+    discovery, confirmation = data.split(0.5, seed=0, by="cluster")
+    scan = ci.scan(model, discovery, ci.sites.head_out(positions="end"), progress=False)
+    chosen = ci.evaluate(scan, ci.claims.has_effect("increase"), correction="maxT").significant_sites()
+    return ci.Hypothesis(
+        name="heads found on discovery templates matter on held-out templates",
+        data=confirmation,
+        sites=chosen,
+        joint=True,
+        claim=ci.claims.has_effect(direction="increase"),
+    )
