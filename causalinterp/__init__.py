@@ -4,17 +4,19 @@ Data flow: spec (ContrastSet, sites, intervention, metric, claim) -> engine (`pl
 executor, merged into per-prompt `Effects` by `scan`) -> stats -> verdict (`evaluate`) -> `Result` ->
 reports.  `run` does scan + evaluate.
 """
-from . import executors, lens, models, stats, tracing
+from . import executors, features, lens, models, stats, tracing
 from ._version import __version__
 from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan
 from .engine import make_plan as plan
 from .evaluate import Evaluation, evaluate
+from .features import das, probe
 from .lens import logit_lens
 from .models import Model, load_model
 from .replicate import Replication, replicate
 from .result import Result
 from .runner import run, run_all
 from .spec import claims, metrics, sites
+from .spec import features as _spec_features
 from .spec import paths as _paths
 from .spec.data import ContrastSet, DataError
 from .spec.hypothesis import DataRef, Hypothesis, HypothesisError, load_hypotheses
@@ -34,12 +36,16 @@ models.register_scheme("testbed", _load_testbed)
 # Path sites live in spec/paths.py (which builds on spec/sites.py) and are offered as ci.sites.path etc.
 for _name in ("path", "paths", "Path", "PathSet"):
     setattr(sites, _name, getattr(_paths, _name))
+# Feature sites (spec.features builds on spec.sites): ci.sites.subspace / sae_features, and Site.from_dict for them.
+sites.subspace, sites.sae_features = features.subspace, features.sae_features
+sites.SITE_READERS["feature"] = _spec_features.site_from_dict
+_spec_features.register_sae_loader(features.load_sae)
 
 __all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRef", "Effects", "EmbeddingNoise",
            "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
-           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "evaluate", "executors",
-           "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models", "patch", "plan", "replicate",
-           "run", "run_all", "scan", "sites", "stats", "tracing"]
+           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "das", "evaluate",
+           "executors", "features", "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models",
+           "patch", "plan", "probe", "replicate", "run", "run_all", "scan", "sites", "stats", "tracing"]
 
 
 def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package data)

@@ -16,7 +16,7 @@ LAYERS = [
                                                                        # numbers; rules; which prompts chose sites
     ["models", "tasks"],                            # model access; contrast-set builders
     ["testbeds", "engine", "lens", "tracing", "evaluate"],  # shipped models; effects; verdicts from effects
-    ["executors", "result", "spec.hypothesis", "spec.files", "tracking", "family"],  # where units run; results;
+    ["executors", "result", "spec.hypothesis", "spec.files", "tracking", "family", "features"],  # where units run; results;
                                                                          # hypotheses; family across hypotheses
                                                                          # (and their files); logging
     ["runner"],                                     # scan + evaluate for hypotheses

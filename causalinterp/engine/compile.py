@@ -53,6 +53,8 @@ def _resolve_sites(model: Model, data: ContrastSet, sites) -> tuple[Site, ...]:
         raise SiteError("the site set is empty")
     for s in resolved:
         model.location(s.component, s.layer)  # clear error for components the architecture lacks
+        if getattr(s, "feature", None) is not None:  # feature sites (spec.features): the feature fits the width
+            s.feature.check(model.d_head if s.head is not None else model.d_model, s.label)
     check_distinct(resolved, data)  # aliases ("end" and -1) resolved per prompt before comparing
     return resolved
 
@@ -314,6 +316,8 @@ def _means(source: dict, sites, used, positions, lengths: torch.Tensor) -> dict:
         if not u:
             continue
         acts = source[(s.component, s.layer)]
+        if getattr(s, "feature", None) is not None:  # feature sites average in the feature's own space
+            acts = s.feature.lift(acts)
         if positions[j] is None:
             T = acts.shape[1]
             mask = (torch.arange(T)[None, :] < lengths[:, None]).to(acts.dtype)

@@ -25,7 +25,7 @@ class _Group:
 
     module: str
     io: str
-    writes: list  # (component, rows, positions or None for all, head or None, values)
+    writes: list  # (component, rows, positions or None for all, head or None, values, feature or None, how)
 
 
 def trace_kwargs(model: Model, keep: torch.Tensor, tokens: torch.Tensor) -> dict:
@@ -122,8 +122,10 @@ def _build_groups(model: Model, ctx, cols, prompts) -> list[_Group]:
                 vals = vals[..., head, :]
         loc = model.location(s.component, s.layer)
         key = (s.layer, P.COMPONENT_ORDER[s.component], loc.module, loc.io)
+        how = "zero" if kind == "zero" else "mean" if kind == "mean" else "replace"  # what vals is, for features
         groups.setdefault(key, _Group(loc.module, loc.io, [])).writes.append(
-            (s.component, torch.as_tensor(local), None if pos is None else torch.as_tensor(pos), head, vals))
+            (s.component, torch.as_tensor(local), None if pos is None else torch.as_tensor(pos), head, vals,
+             getattr(s, "feature", None), how))
     return [groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1]))]
 
 
@@ -148,12 +150,16 @@ def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups:
             for g in groups:
                 env = model.envoy(g.module)
                 raw = raw_tensor(env.input if g.io == "input" else env.output)
-                for component, rows, pos, head, vals in g.writes:
+                for component, rows, pos, head, vals, feature, how in g.writes:
                     view = component_view(model.adapter, component, raw, model.n_heads, model.n_kv_heads,
                                           model.d_head)
                     if isinstance(vals, torch.Tensor):
                         vals = vals.to(device=view.device, dtype=view.dtype)
                     rows_d = rows.to(dev)
+                    if feature is not None:  # a feature site: edit only the feature's part of the current value
+                        idx = (rows_d, slice(None)) if pos is None else (rows_d, pos.to(dev))
+                        idx = idx if head is None else idx + (head,)
+                        vals = feature.edit(view[idx], vals, how)
                     if pos is None:
                         if head is None:
                             view[rows_d] = vals

@@ -26,6 +26,11 @@ class SiteError(ValueError):
     """A site description that cannot be resolved against the model or the data."""
 
 
+#: Readers for sites that carry more than a place, by the key that marks their dict (causalinterp.spec.features
+#: registers "feature"): `Site.from_dict` hands such a dict to its reader.
+SITE_READERS: dict = {}
+
+
 @dataclass(frozen=True, order=True)
 class Site:
     """One place to intervene: `component` at `layer` (and `head`) at token `position`.
@@ -69,6 +74,9 @@ class Site:
     @classmethod
     def from_dict(cls, d: dict) -> "Site":
         """Inverse of `to_dict`, validated like a file (unknown keys and wrong types are errors)."""
+        for key, reader in SITE_READERS.items():
+            if isinstance(d, dict) and key in d:
+                return reader(d)
         from .schema import spec_files
         return spec_files().validate(cls, d, SiteError, "site")
 
@@ -87,7 +95,7 @@ def check_distinct(sites: Sequence[Site], data) -> None:
     seen: dict = {}
     for s in sites:
         where = ALL if s.position == ALL else tuple(data.position_index(s.position, i) for i in range(data.n))
-        key = (s.component, s.layer, s.head, where)
+        key = (s.component, s.layer, s.head, where, getattr(s, "feature", None))
         if key in seen:
             first = seen[key]
             same = "" if first == s else (f" (position {first.position!r} and {s.position!r} are the same token in "
