@@ -74,6 +74,15 @@ class ProbeResult:
                 "subspace_dim": int(self.basis.shape[0]), "verdict": self.verdict, "reasons": list(self.reasons),
                 "confidence_level": self.confidence_level}
 
+    def to_markdown(self) -> str:
+        """A report table: site, accuracy with CI, chance, control task, selectivity, subspace dim, verdict."""
+        f = lambda x, lo, hi: f"{x:.3f} [{lo:.3f}, {hi:.3f}]"  # noqa: E731
+        head = "| site | n | accuracy (CI) | chance | control task (CI) | selectivity (CI) | subspace dim | verdict |"
+        row = (f"| {self.site.label} | {self.n} | {f(self.accuracy, *self.accuracy_ci)} | {self.chance:.3f} | "
+               f"{f(self.control_accuracy, *self.control_ci)} | {f(self.selectivity, *self.selectivity_ci)} | "
+               f"{int(self.basis.shape[0])} | {self.verdict} |")
+        return "\n".join([head, "|" + "---|" * 8, row, "", *[f"- {r}" for r in self.reasons]]) + "\n"
+
     def __str__(self) -> str:
         pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
         lines = [f"probe {self.site.label} ({self.n} prompts, {len(self.classes)} classes, {self.folds}-fold): "

@@ -125,7 +125,8 @@ def save_sae(sae, path) -> Path:
 
 
 def load_sae(path) -> SparseAutoencoder:
-    """Read an SAE in SAELens' layout (architecture "standard", i.e. ReLU; others are refused by name).
+    """Read an SAE in SAELens' layout (architecture "standard", i.e. ReLU; others are refused by name);
+    ``"testbed:NAME"`` is the SAE shipped with testbed NAME.
 
     Examples:
         >>> import causalinterp as ci
@@ -134,6 +135,9 @@ def load_sae(path) -> SparseAutoencoder:
         (('resid_post', 1), 128)
     """
     from safetensors.torch import load_file
+    name = None
+    if isinstance(path, str) and path.startswith("testbed:"):
+        name, path = path, testbed_sae_path(path.split(":", 1)[1])
     path = Path(path)
     if not (path / "cfg.json").is_file() or not (path / "sae_weights.safetensors").is_file():
         raise FeatureError(f"{path} is not an SAE directory (needs cfg.json and sae_weights.safetensors, "
@@ -155,7 +159,7 @@ def load_sae(path) -> SparseAutoencoder:
     for p in sae.parameters():
         p.requires_grad_(False)
     sae.eval()
-    sae.path = str(path)
+    sae.path = name or str(path)  # how a result file names it (testbed:NAME stays portable)
     return sae
 
 

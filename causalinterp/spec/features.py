@@ -329,6 +329,29 @@ def register_sae_loader(fn: Callable) -> None:
         _SAE_LOADERS.append(fn)
 
 
+def load_registered_sae(path: str):
+    """An SAE from a directory (SAELens layout) or ``testbed:NAME``, through the registered loader."""
+    if not _SAE_LOADERS:
+        raise FeatureError("no SAE loader registered (import causalinterp)")
+    return _SAE_LOADERS[0](path)
+
+
+def read_basis(path: str) -> torch.Tensor:
+    """A basis [k, d] from a ``.npy`` or ``.pt`` file (relative paths from the working directory)."""
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file():
+        raise FeatureError(f"basis file {path} does not exist (give rows inline, or a .npy/.pt file)")
+    if p.suffix == ".npy":
+        return torch.as_tensor(np.load(p, allow_pickle=False))
+    if p.suffix == ".pt":
+        t = torch.load(p, weights_only=True)
+        if not isinstance(t, torch.Tensor):
+            raise FeatureError(f"{path}: expected a saved tensor, got {type(t).__name__}")
+        return t
+    raise FeatureError(f"basis file {path}: use a .npy or .pt file")
+
+
 def site_from_dict(d: dict) -> FeatureSite:
     """Inverse of `FeatureSite.to_dict` (a subspace's basis is in the dict; an SAE is reloaded from its path)."""
     d = dict(d)
@@ -347,9 +370,7 @@ def site_from_dict(d: dict) -> FeatureSite:
             raise FeatureError("sae feature: needs 'path' (a directory saved by ci.features.save_sae or SAELens)"
                                + (f"; unknown keys {sorted(unknown)}" if unknown else "")
                                + ("; an SAE held only in memory cannot be rebuilt from a file" if not f.get("path") else ""))
-        if not _SAE_LOADERS:
-            raise FeatureError("no SAE loader registered (import causalinterp)")
-        feat = SAEFeatures(_SAE_LOADERS[0](f["path"]), f.get("features"), error=bool(f.get("error", False)),
+        feat = SAEFeatures(load_registered_sae(f["path"]), f.get("features"), error=bool(f.get("error", False)),
                            name=f.get("name"))
         if f.get("key") and feat.sae_key != f["key"]:
             raise FeatureError(f"the SAE at {f['path']} is not the one these results were computed with "

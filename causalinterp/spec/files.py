@@ -21,6 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Di
                       ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
+from . import features as _features
 from . import sites as _sites
 from .claims import Claim
 from .corruption import EmbeddingNoise
@@ -76,9 +77,19 @@ class _SelectedOn(_Strict):
     rule: Str = "selected"
 
 
+def _feature_entry(v):
+    """A listed site written with a ``feature`` (what `FeatureSite.to_dict` writes) becomes a `FeatureSite`."""
+    if isinstance(v, dict) and "feature" in v:
+        try:
+            return _features.site_from_dict(v)
+        except ValueError as e:
+            raise PydanticCustomError("feature_site", "{msg}", {"msg": str(e)}) from None
+    return v
+
+
 class _List(_Strict):
     what: ClassVar[str] = "sites (a list: sites, selected_on)"
-    sites: Annotated[list[keys_checked(Site, "a site")], at.MinLen(1)]
+    sites: Annotated[list[Annotated[keys_checked(Site, "a site"), BeforeValidator(_feature_entry)]], at.MinLen(1)]
     selected_on: Optional[_SelectedOn] = None
 
     def build(self) -> SiteSet:
@@ -96,7 +107,59 @@ class _Pairs(_Strict):
         return _sites.heads(self.heads, positions=tuple(self.positions), component=self.component)
 
 
+class _SubspaceBody(_Strict):
+    what: ClassVar[str] = "subspace (component, layer, head, positions, basis, name)"
+    component: Component
+    layer: NonNegInt
+    head: Optional[NonNegInt] = None
+    positions: _one_or_many(Position) = ["all"]
+    basis: Union[Annotated[list[Annotated[list[Float], at.MinLen(1)]], at.MinLen(0)], Annotated[list[Float], at.MinLen(1)],
+                 Str]
+    name: Optional[Str] = None
+
+
+class _Subspace(_Strict):
+    what: ClassVar[str] = "sites (a subspace: subspace: {component, layer, positions, basis})"
+    subspace: _SubspaceBody
+
+    def build(self) -> SiteSet:
+        b = self.subspace
+        basis = _features.read_basis(b.basis) if isinstance(b.basis, str) else b.basis
+        try:
+            return _features.subspace(b.component, b.layer, tuple(b.positions), basis, head=b.head, name=b.name)
+        except ValueError as e:
+            raise PydanticCustomError("feature_site", "{msg}", {"msg": str(e)}) from None
+
+
+class _SAEBody(_Strict):
+    what: ClassVar[str] = "sae (path, features, positions, each, error, component, layer)"
+    path: Str
+    features: Optional[list[NonNegInt]] = None
+    positions: _one_or_many(Position) = ["all"]
+    each: Bool = False
+    error: Bool = False
+    component: Optional[Component] = None
+    layer: Optional[NonNegInt] = None
+
+
+class _SAE(_Strict):
+    what: ClassVar[str] = "sites (SAE latents: sae: {path, features, positions})"
+    sae: _SAEBody
+
+    def build(self) -> SiteSet:
+        b = self.sae
+        try:
+            return _features.sae_features(_features.load_registered_sae(b.path), b.features, tuple(b.positions),
+                                          each=b.each, error=b.error, component=b.component, layer=b.layer)
+        except (ValueError, OSError) as e:
+            raise PydanticCustomError("feature_site", "{msg}", {"msg": str(e)}) from None
+
+
 def _sites_tag(v) -> str:
+    if isinstance(v, dict) and "subspace" in v:
+        return "<subspace>"
+    if isinstance(v, dict) and "sae" in v:
+        return "<sae>"
     if isinstance(v, dict) and "sites" in v:
         return "<list>"
     if isinstance(v, dict) and isinstance(v.get("heads"), list) and v["heads"] and isinstance(v["heads"][0], list):
@@ -105,7 +168,8 @@ def _sites_tag(v) -> str:
 
 
 SitesSpec = Annotated[Union[Annotated[_Grid, Tag("<grid>")], Annotated[_List, Tag("<list>")],
-                            Annotated[_Pairs, Tag("<pairs>")]],
+                            Annotated[_Pairs, Tag("<pairs>")], Annotated[_Subspace, Tag("<subspace>")],
+                            Annotated[_SAE, Tag("<sae>")]],
                       Discriminator(_sites_tag), AfterValidator(lambda m: m.build())]
 
 # ----------------------------------------------------------------------------- intervention, metric, claim
