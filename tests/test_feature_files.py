@@ -83,3 +83,12 @@ def test_probe_report_names_accuracy_control_and_dim():
     md = res.to_markdown()
     assert "control task" in md and "selectivity" in md and "| 1 | supported |" in md
     assert json.loads(json.dumps(res.to_dict()))["subspace_dim"] == 1
+
+
+@pytest.mark.slow
+def test_features_benchmark_small():
+    from benchmarks import features as b
+    r = b.main(small=True)
+    assert all(row["verdict"] == "supported" for row in r["probes"] if row["site"].startswith("after"))
+    assert all(row["recovers_0.5"] == "supported" for row in r["das"] if row["site"] == "after copy")
+    assert "DAS" in b.to_markdown(r)

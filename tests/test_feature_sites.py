@@ -110,6 +110,13 @@ def test_zero_ablating_a_direction_removes_only_that_component():
     np.testing.assert_allclose(eff.values[:, 0], ref, atol=TOL)
 
 
+def test_random_sets_for_feature_sites_need_an_explicit_pool():
+    model = ci.load_model(build_hf("gpt2"))
+    with pytest.raises(ci.ScanError, match="random_pool"):
+        ci.scan(model, random_data(), ci.sites.subspace("resid_pre", 0, 1, random_basis(32, 2)), joint=True,
+                n_random=5, progress=False)
+
+
 def test_basis_validation_errors():
     with pytest.raises(FeatureError, match="not orthonormal"):
         ci.sites.subspace("resid_pre", 0, "end", torch.tensor([[1.0, 1.0, 0.0]]))

@@ -171,6 +171,10 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
     columns: list[tuple[int, ...]] = [tuple(range(len(site_list)))] if joint else [(j,) for j in range(len(site_list))]
     all_sites = list(site_list)
     if n_random:
+        if random_pool is None and any(getattr(s, "feature", None) is not None for s in site_list):
+            raise ScanError("random site sets for feature sites need random_pool=...: the default pool is whole "
+                            "activations at every layer, not features; e.g. random subspaces of the same dimension "
+                            "at the same place: ci.features.random_subspace_sites(site, k, d, n, seed)")
         pool = _resolve_sites(model, data, random_pool) if random_pool is not None else _random_pool(model, site_list)
         others = [s for s in pool if s not in set(site_list)]
         if len(others) < len(site_list):

@@ -25,7 +25,7 @@ class _Group:
 
     module: str
     io: str
-    writes: list  # (component, rows, positions or None for all, head or None, values, feature or None, how)
+    writes: list  # (component, rows, positions or None for all, head or None, values[, feature or None, how])
 
 
 def trace_kwargs(model: Model, keep: torch.Tensor, tokens: torch.Tensor) -> dict:
@@ -150,7 +150,8 @@ def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups:
             for g in groups:
                 env = model.envoy(g.module)
                 raw = raw_tensor(env.input if g.io == "input" else env.output)
-                for component, rows, pos, head, vals, feature, how in g.writes:
+                for component, rows, pos, head, vals, *edit in g.writes:
+                    feature, how = edit if edit else (None, "replace")  # path writes carry no feature
                     view = component_view(model.adapter, component, raw, model.n_heads, model.n_kv_heads,
                                           model.d_head)
                     if isinstance(vals, torch.Tensor):
