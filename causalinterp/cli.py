@@ -609,7 +609,111 @@ def build_parser() -> argparse.ArgumentParser:
                                     "that complete and check files against a schema (e.g. VS Code's YAML extension "
                                     "with `# yaml-language-server: $schema=./hypothesis.schema.json`).")
     sc.set_defaults(func=cmd_schema)
+    _feature_parsers(sub)
     return p
+
+
+def _feature_site(text):
+    """``COMPONENT:LAYER[:HEAD]:POSITION`` (e.g. ``resid_post:1:end``, ``head_out:1:2:-1``) -> a Site."""
+    from .spec.sites import Site
+    parts = str(text).split(":")
+    try:
+        if len(parts) == 3:
+            comp, layer, pos = parts
+            head = None
+        elif len(parts) == 4:
+            comp, layer, head, pos = parts
+            head = int(head)
+        else:
+            raise ValueError("expected 3 or 4 parts")
+        return Site(comp, int(layer), head, int(pos) if pos.lstrip("-").isdigit() else pos)
+    except ValueError as e:
+        raise UsageError(f"--site {text!r}: {e}; write COMPONENT:LAYER[:HEAD]:POSITION, e.g. resid_post:1:end") from None
+
+
+def _feature_data(args):
+    """The task's prompts for `causalinterp das/probe`, split into (fit, held-out) halves."""
+    from .models import load_model
+    from .spec.hypothesis import DataRef
+    if args.n < 8:
+        raise UsageError(f"--n {args.n}: fitting and held-out testing need at least 8 prompts (100+ recommended)")
+    model = load_model(args.model)
+    if args.task == "copy_choice":
+        from .features import copy_choice_data
+        data = copy_choice_data(args.n, args.seed)
+    else:
+        data = DataRef(args.task, args.n, args.seed).build(model)
+    return model, data.split(args.split, seed=args.seed)
+
+
+def _write_json(path, obj) -> None:
+    if path:
+        from .output import write_atomic
+        from .result import _plain
+        write_atomic(Path(path), json.dumps(_plain(obj), indent=1))
+        print(f"wrote {path}")
+
+
+def cmd_das(args) -> int:
+    from .features import das
+    site = _feature_site(args.site)
+    model, (train, test) = _feature_data(args)
+    res = das(model, train, site, dim=args.dim, steps=args.steps, seed=args.seed)
+    ev = res.evaluate(model, test, n_random=args.n_random, seed=args.seed, n_resamples=args.n_resamples)
+    print(f"DAS at {site.label}, dim {args.dim}: fitted on {train.n} prompts (training IIA {res.train_iia:.3f})")
+    print(ev)
+    _write_json(args.json, {"site": site.to_dict(), "dim": args.dim, "n_train": train.n, "n_test": test.n,
+                            "train_iia": res.train_iia, "iia": ev.iia, "iia_ci": list(ev.iia_ci),
+                            "random_iia": ev.random_iia, "claim": ev.claim.to_dict(),
+                            "beats_random": ev.beats_random.to_dict(), "basis": res.basis.tolist()})
+    return 1 if args.strict and ev.verdict != "supported" else 0
+
+
+def cmd_probe(args) -> int:
+    from .features import probe
+    site = _feature_site(args.site)
+    model, (train, test) = _feature_data(args)
+    labels = {"answer": lambda d: list(d.answer), "wrong": lambda d: list(d.wrong)}[args.labels]
+    res = probe(model, train, site, labels, folds=args.folds, n_resamples=args.n_resamples, seed=args.seed)
+    print(res)
+    out = res.to_dict()
+    if not args.no_causal:
+        ev = res.causal_test(model, test, n_resamples=args.n_resamples)
+        print(f"\nablating the probe subspace on {test.n} held-out prompts: {ev}")
+        out["causal_test"] = ev.to_dict()
+    _write_json(args.json, out)
+    return 1 if args.strict and res.verdict != "supported" else 0
+
+
+def _feature_parsers(sub) -> None:
+    """`causalinterp das` and `causalinterp probe`: fit on one half of a task's prompts, test on the other."""
+    for name, helptext, func in (
+            ("das", "learn a subspace by distributed alignment search on half the prompts; test it on the other "
+                    "half (IIA with CI, recovers, beats random subspaces)", cmd_das),
+            ("probe", "cross-validated linear probe with a control task and selectivity on half the prompts; ablate "
+                      "its direction on the other half", cmd_probe)):
+        q = sub.add_parser(name, help=helptext, description=helptext)
+        q.add_argument("--model", required=True, help=MODEL_HELP)
+        q.add_argument("--task", required=True, choices=["copy_choice", "induction", "ioi"],
+                       help="the prompts (copy_choice: the induction testbed's two-token copy task)")
+        q.add_argument("--site", required=True, metavar="COMPONENT:LAYER[:HEAD]:POSITION",
+                       help="where, e.g. resid_post:1:end")
+        q.add_argument("--n", type=int, default=120, help="prompts in all, split in two (default: 120)")
+        q.add_argument("--split", type=float, default=0.5, help="share used for fitting (default: 0.5)")
+        q.add_argument("--seed", type=int, default=0, help="seed of the data, fit and statistics (default: 0)")
+        q.add_argument("--n-resamples", type=int, default=9999, help="bootstrap/permutation resamples")
+        q.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+        q.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is supported")
+        if name == "das":
+            q.add_argument("--dim", type=int, default=1, help="subspace dimension (default: 1)")
+            q.add_argument("--steps", type=int, default=200, help="Adam steps (default: 200)")
+            q.add_argument("--n-random", type=int, default=49, help="random subspaces to compare with (default: 49)")
+        else:
+            q.add_argument("--labels", default="answer", choices=["answer", "wrong"],
+                           help="what to probe for: the answer token (default) or the wrong token")
+            q.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+            q.add_argument("--no-causal", action="store_true", help="skip the held-out ablation of the direction")
+        q.set_defaults(func=func)
 
 
 def _lines(e: BaseException) -> list[str]:

@@ -92,3 +92,19 @@ def test_features_benchmark_small():
     assert all(row["verdict"] == "supported" for row in r["probes"] if row["site"].startswith("after"))
     assert all(row["recovers_0.5"] == "supported" for row in r["das"] if row["site"] == "after copy")
     assert "DAS" in b.to_markdown(r)
+
+
+def test_cli_das_and_probe(tmp_path, capsys):
+    out = tmp_path / "das.json"
+    assert main(["das", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_post:1:end",
+                 "--n", "40", "--steps", "40", "--n-random", "20", "--n-resamples", "199", "--json", str(out),
+                 "--strict"]) == 0
+    printed = capsys.readouterr().out
+    assert "IIA" in printed and "SUPPORTED" in printed
+    saved = json.loads(out.read_text())
+    assert saved["n_train"] + saved["n_test"] == 40 and len(saved["basis"]) == 1
+    assert main(["probe", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_pre:0:end",
+                 "--n", "40", "--n-resamples", "199", "--folds", "3", "--no-causal", "--strict"]) == 1
+    assert "control task" in capsys.readouterr().out
+    assert main(["das", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_post:one:end"]) == 2
+    assert "COMPONENT:LAYER" in capsys.readouterr().err
