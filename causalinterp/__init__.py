@@ -6,7 +6,7 @@ reports.  `run` does scan + evaluate.
 """
 from . import executors, features, lens, models, stats, tracing
 from ._version import __version__
-from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan
+from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan, screen
 from .engine import make_plan as plan
 from .evaluate import Evaluation, evaluate
 from .features import das, probe
@@ -45,7 +45,7 @@ __all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRe
            "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
            "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "das", "evaluate",
            "executors", "features", "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models",
-           "patch", "plan", "probe", "replicate", "run", "run_all", "scan", "sites", "stats", "tracing"]
+           "patch", "plan", "probe", "replicate", "run", "run_all", "scan", "screen", "sites", "stats", "tracing"]
 
 
 def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package data)

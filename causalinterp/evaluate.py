@@ -283,6 +283,11 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
         notes = (f"correction='maxT' applies to the sign-flip tests of has_effect and recovers, not to "
                  f"{claim.kind} ({why}): holm used instead",)
         correction = "holm"
+    approximate = (getattr(effects, "meta", None) or {}).get("approximate")
+    if approximate:   # values from ci.screen: gradient estimates, not patched runs
+        method = effects.meta.get("method", "screen")
+        notes += (f"ESTIMATE: the values are {method} estimates (ci.screen), not exact patching; claim only "
+                  "on values confirmed exactly (ci.confirm)",)
     rng_perm, rng_boot, rng_t = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     gap = target - base
     mean_gap = float(gap.mean())
@@ -298,7 +303,8 @@ def evaluate(effects, claim, *, alpha: float = 0.05, correction: str = "holm", n
     common = dict(claim=claim, alpha=alpha, correction=correction, n_resamples=n_resamples, confidence_level=cl,
                   seed=seed, n_prompts=n, n_clusters=g if inverse is not None else None,
                   meta={"sites": tuple(effects.sites) if not effects.joint else (),
-                        "prompt_keys": tuple(prompt_keys(clean, corrupt))})
+                        "prompt_keys": tuple(prompt_keys(clean, corrupt)),
+                        **({"approximate": effects.meta.get("method", True)} if approximate else {})})
 
 
     if isinstance(claim, BeatsRandom):

@@ -7,8 +7,9 @@ from .compile import ScanError, make_plan
 from .effects import Effects
 from .execute import scan
 from .plan import BudgetError, Plan, Unit
+from .screen import screen
 from .store import CheckpointError, CheckpointWarning
 from .workers import Job, LocalExecutor, ModelSource
 
 __all__ = ["BudgetError", "CheckpointError", "CheckpointWarning", "Effects", "Job", "LocalExecutor", "ModelSource",
-           "Plan", "ScanError", "Unit", "make_plan", "scan"]
+           "Plan", "ScanError", "Unit", "make_plan", "scan", "screen"]
