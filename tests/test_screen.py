@@ -199,3 +199,14 @@ def test_screen_on_stories260k_is_the_directional_derivative():
         for j, s in enumerate(sites):
             fd = _central_difference(hf, data, s, i)
             assert est.values[i, j] - est.base[i] == pytest.approx(fd, rel=2e-3, abs=1e-4), s.label
+
+
+def test_screen_runs_an_embedding_noise_base_run():
+    """Causal tracing data (corrupt = clean + embedding noise): the screened base run carries the same noise."""
+    model = ci.load_model(linear_after_attention("gpt2"))
+    data = random_data(n=4, T=5).with_noise(ci.EmbeddingNoise(positions=[1, 2], scale=3.0))
+    sites = ci.sites.explicit([Site("head_out", 1, 1, -1), Site("resid_post", 1, None, ALL)])
+    exact = ci.scan(model, data, sites, progress=False)
+    est = ci.screen(model, data, sites, method="atp")
+    assert np.abs(exact.values - exact.base[:, None]).max() > 1e-3
+    np.testing.assert_allclose(est.values, exact.values, atol=1e-4)

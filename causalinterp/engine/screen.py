@@ -216,6 +216,9 @@ class _Screen:
                 mod = hf.get_submodule(model.location(comp, drop).module)
                 hooks.append(mod.register_forward_hook(
                     lambda m, a, o: (o[0].detach(),) + tuple(o[1:]) if isinstance(o, (tuple, list)) else o.detach()))
+        if getattr(ctx, "base_noise", None) is not None:   # an embedding-noise corrupt base run (causal tracing)
+            noise = ctx.base_noise[prompts].to(device=model.device)
+            hooks.append(hf.get_submodule(ctx.emb_path).register_forward_hook(lambda m, a, o: o + noise.to(o.dtype)))
         for layer in attn_layers:
             mod = hf.get_submodule(self._attn_module(layer))
             hooks.append(mod.register_forward_pre_hook(
