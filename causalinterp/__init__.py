@@ -6,7 +6,7 @@ reports.  `run` does scan + evaluate.
 """
 from . import executors, features, lens, models, stats, tracing
 from ._version import __version__
-from .engine import BudgetError, CheckpointError, Effects, Plan, ScanError, scan, screen
+from .engine import BudgetError, CheckpointError, Confirmation, Effects, Plan, ScanError, confirm, scan, screen
 from .engine import make_plan as plan
 from .evaluate import Evaluation, evaluate
 from .features import das, probe
@@ -41,9 +41,9 @@ sites.subspace, sites.sae_features = features.subspace, features.sae_features
 sites.SITE_READERS["feature"] = _spec_features.site_from_dict
 _spec_features.register_sae_loader(features.load_sae)
 
-__all__ = ["BudgetError", "CheckpointError", "ContrastSet", "DataError", "DataRef", "Effects", "EmbeddingNoise",
-           "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
-           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "das", "evaluate",
+__all__ = ["BudgetError", "CheckpointError", "Confirmation", "ContrastSet", "DataError", "DataRef", "Effects",
+           "EmbeddingNoise", "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
+           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "confirm", "das", "evaluate",
            "executors", "features", "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models",
            "patch", "plan", "probe", "replicate", "run", "run_all", "scan", "screen", "sites", "stats", "tracing"]
 
