@@ -23,6 +23,8 @@ from ..spec.sites import ALL, Site, SiteError, SiteSet, check_distinct
 from ..stats.randomization import random_subsets
 from . import plan as P
 from .fingerprint import digest, tensor_checksum, tokenizer_hash, weights_hash
+from .prefix import base_kv
+from .prefix import supported as prefix_supported
 from .unit import add_noise, embedding_module, keep_index, logits_at, trace_kwargs
 
 
@@ -148,7 +150,8 @@ def _check_inputs(model, data, intervention, metric, n_random):
 # --- the plan --------------------------------------------------------------------------------------
 def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | None = None,
               metric: Metric | None = None, joint: bool = False, n_random: int = 0, random_pool=None,
-              seed: int = 0, memory_budget="2GB", batch_size: int | None = None) -> P.Plan:
+              seed: int = 0, memory_budget="2GB", batch_size: int | None = None,
+              reuse_prefix: bool = False) -> P.Plan:
     """Lay a scan out as a `Plan`: validated inputs, columns, and independent units with content hashes.
 
     Same arguments as `scan` (which calls this).  Nothing is computed beyond a one-token probe;
@@ -164,6 +167,7 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
     model, intervention, metric = _check_inputs(model, data, intervention, metric, n_random)
     seed = check_value(Seed, seed, ScanError, "seed")
     joint = check_value(Bool, joint, ScanError, "joint")
+    reuse_prefix = check_value(Bool, reuse_prefix, ScanError, "reuse_prefix")
     site_list = _resolve_sites(model, data, sites)
     n = data.n
 
@@ -221,7 +225,8 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
     return P.Plan(key=key, model=ident, data_hash=data_hash, n_prompts=n, seq_len=T, sites=tuple(all_sites),
                   columns=tuple(columns), n_main=n_main, joint=joint, n_random=n_random, seed=seed,
                   intervention=intervention.to_dict(), metric=metric.to_dict(), rows_per_pass=rows,
-                  base_rows=base_rows, memory_budget=budget, skip_blocks=skip, units=tuple(units))
+                  base_rows=base_rows, memory_budget=budget, skip_blocks=skip, units=tuple(units),
+                  reuse_prefix=reuse_prefix and prefix_supported(model))
 
 
 # --- the context every unit reads ------------------------------------------------------------------
@@ -249,6 +254,7 @@ class Context:
     corrupt_metric: np.ndarray
     base_noise: torch.Tensor | None = None   # [n_prompts, T, d] embedding noise of the base run (causal tracing)
     emb_path: str | None = None              # the input-embedding module the noise is added to
+    prefix_kv: list | None = None            # per layer (keys, values) of the base run, for prefix reuse
 
 
 def _run_plain(model: Model, tokens: torch.Tensor, read_pos: torch.Tensor, keys, rows_per_pass: int,
@@ -405,11 +411,15 @@ def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | Non
         resample_from = _resample_sources(n, len(columns), intervention.seed, data.lengths if whole else None)
     if kind in ("zero", "mean"):
         source = None  # units need only the means (or nothing): keep the context small
+    base_tok = corrupt_tok if intervention.base_run == "corrupt" else clean_tok
+    base_noise = noise if intervention.base_run == "corrupt" else None
+    prefix_kv = (base_kv(model, base_tok, the_plan.base_rows, base_noise, emb_path)
+                 if getattr(the_plan, "reuse_prefix", False) else None)
     return Context(key=the_plan.key, sites=tuple(sites), member=member, positions=positions, read_pos=read_pos,
                    answer=answer, wrong=wrong, clean_logits=clean_logits,
                    base_tok=corrupt_tok if intervention.base_run == "corrupt" else clean_tok,
                    source=source, base_cache={k: base_cache[k] for k in skip_keys}, means=means,
                    resample_from=resample_from, intervention=intervention, metric=metric, n_prompts=n,
                    clean_metric=clean_metric, corrupt_metric=corrupt_metric,
-                   base_noise=noise if intervention.base_run == "corrupt" else None, emb_path=emb_path)
+                   base_noise=base_noise, emb_path=emb_path, prefix_kv=prefix_kv)
 

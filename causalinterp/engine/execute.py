@@ -28,7 +28,7 @@ __all__ = ["ScanError", "scan"]
 def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None = None, metric: Metric | None = None,
          joint: bool = False, batch_size: int | None = None, memory_budget="2GB", progress: bool = True,
          n_random: int = 0, random_pool=None, seed: int = 0, checkpoint: str | os.PathLike | None = None,
-         cache: dict | None = None, executor=None) -> Effects:
+         cache: dict | None = None, executor=None, reuse_prefix: bool = False) -> Effects:
     """Intervene on every site (or all at once with ``joint=True``) and keep the metric per prompt.
 
     Returns `Effects` with ``values [n_prompts, n_columns]`` and the clean/corrupt baselines.
@@ -39,6 +39,9 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     another executor) reads it instead of recomputing.  ``executor`` runs the units:
     ``causalinterp.executors.local()`` (default), ``.ray(...)`` or ``.slurm(...)``.  ``cache`` (a dict
     the caller keeps) shares the unpatched clean/corrupt runs between scans of the same model and data.
+    ``reuse_prefix=True`` starts each patched pass at its first patched position, with the base run's
+    key/value cache for the positions before it (exact; columns with a site at every position, and
+    models with sliding-window attention, run full passes: `causalinterp.engine.prefix`).
 
     Examples:
         >>> import causalinterp as ci
@@ -65,7 +68,7 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
                         f"got {type(executor).__name__}")
     the_plan = make_plan(model, data, sites, intervention=intervention, metric=metric, joint=joint,
                          n_random=n_random, random_pool=random_pool, seed=seed, memory_budget=memory_budget,
-                         batch_size=batch_size)
+                         batch_size=batch_size, reuse_prefix=reuse_prefix)
     store = ResultStore(checkpoint) if checkpoint is not None else None
 
     values = np.full(the_plan.n_rows, np.nan)
@@ -107,7 +110,8 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
             "seconds": time.perf_counter() - t_start, "device": str(model.device),
             "model": model.name or type(model.hf).__name__, "memory_budget": the_plan.memory_budget,
             "n_random": n_random, "seed": seed, "plan_key": the_plan.key, "executor": repr(executor),
-            "units_computed": computed, "units_reused": len(the_plan.units) - len(todo)}
+            "units_computed": computed, "units_reused": len(the_plan.units) - len(todo),
+            "reuse_prefix": the_plan.reuse_prefix}
     if n_random:
         drawn = n_cols - n_main
         meta["random_sets"] = {"distinct": drawn if drawn < n_random else None, "drawn": drawn,

@@ -199,6 +199,7 @@ class Plan:
     memory_budget: int
     skip_blocks: bool
     units: tuple
+    reuse_prefix: bool = False   # patched passes start at the first patched position (engine/prefix.py)
 
     @property
     def n_rows(self) -> int:
@@ -223,7 +224,7 @@ class Plan:
     def from_dict(cls, d: dict) -> "Plan":
         if d.get("version") != PLAN_VERSION:
             raise ValueError(f"plan version {d.get('version')!r} is not {PLAN_VERSION}; re-plan with this version")
-        kw = {f: d[f] for f in cls.__dataclass_fields__}
+        kw = {f: d[f] for f in cls.__dataclass_fields__ if f in d or f != "reuse_prefix"}
         kw["sites"] = tuple(Site.from_dict(s) for s in d["sites"])
         kw["columns"] = tuple(tuple(int(i) for i in c) for c in d["columns"])
         kw["units"] = tuple(Unit.from_dict(u) for u in d["units"])

@@ -77,13 +77,21 @@ def add_noise(model: Model, emb_path: str | None, noise: torch.Tensor | None) ->
 
 def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
     """Metric values (float64, one per row) of `unit`: the one function every executor calls."""
+    if getattr(ctx, "prefix_kv", None) is not None:   # scan(..., reuse_prefix=True): see engine/prefix.py
+        from .prefix import run_prefix_unit
+        return run_prefix_unit(model, ctx, unit)
     n = ctx.n_prompts
     rows = np.arange(unit.start, unit.stop)
     cols, prompts = rows // n, rows % n  # column-major (column, prompt) order, as in plan.make_rows
+    return _run_rows(model, ctx, unit.low_layer, cols, prompts)
+
+
+def _run_rows(model: Model, ctx, low_layer: int, cols, prompts) -> np.ndarray:
+    """Metric values of the rows (column, prompt) in one full patched pass, blocks below `low_layer` skipped."""
     groups = _build_groups(model, ctx, cols, prompts)
     rp = ctx.read_pos[prompts]
     keep, inverse = keep_index(rp)
-    skip = [ctx.base_cache[("resid_post", layer)][prompts] for layer in range(unit.low_layer)]
+    skip = [ctx.base_cache[("resid_post", layer)][prompts] for layer in range(low_layer)]
     noise = None if ctx.base_noise is None else ctx.base_noise[prompts]
     logits = _run_patched(model, ctx.base_tok[prompts], keep, groups, skip, noise, ctx.emb_path)
     picked = logits_at(logits, keep, inverse, rp)
@@ -131,11 +139,12 @@ def _build_groups(model: Model, ctx, cols, prompts) -> list[_Group]:
 
 def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups: list,
                  skip: Sequence[torch.Tensor] = (), noise: torch.Tensor | None = None,
-                 emb_path: str | None = None) -> torch.Tensor:
+                 emb_path: str | None = None, extra: dict | None = None) -> torch.Tensor:
     """One forward pass with all writes of `groups` applied in place; logits at the kept positions.
 
     ``skip[l]`` replaces the output of block ``l`` (its forward does not run); `noise` is added to the
-    input embeddings (an embedding-noise corrupt base run).
+    input embeddings (an embedding-noise corrupt base run); `extra` adds or replaces keyword arguments of
+    the model call (a key/value cache for prefix reuse, with its attention mask).
     """
     import nnsight
 
@@ -143,7 +152,7 @@ def _run_patched(model: Model, tokens: torch.Tensor, keep: torch.Tensor, groups:
     skip = [t.to(dev) for t in skip]
     with torch.inference_mode():
         toks = tokens.to(dev)
-        with model.nn.trace(toks, **trace_kwargs(model, keep.to(dev), toks)):
+        with model.nn.trace(toks, **{**trace_kwargs(model, keep.to(dev), toks), **(extra or {})}):
             add_noise(model, emb_path, noise)
             for layer, out in enumerate(skip):
                 model.envoy(f"{model.adapter.layers}.{layer}").skip(out)
