@@ -210,3 +210,10 @@ def test_screen_runs_an_embedding_noise_base_run():
     est = ci.screen(model, data, sites, method="atp")
     assert np.abs(exact.values - exact.base[:, None]).max() > 1e-3
     np.testing.assert_allclose(est.values, exact.values, atol=1e-4)
+
+
+def test_screen_refuses_path_sites():
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=4, T=5)
+    with pytest.raises(ci.ScanError, match="path sites"):
+        ci.screen(model, data, ci.sites.path(ci.sites.head_out(layers=[0], positions=-1), "logits"))

@@ -67,6 +67,10 @@ def screen(model, data: ContrastSet, sites, *, intervention: Intervention | None
     t_start = time.perf_counter()
     if method not in METHODS:
         raise ScanError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    from ..spec.paths import is_path_spec
+    if is_path_spec(sites):
+        raise ScanError("screen estimates node sites (ci.sites.head_out(...), ...); path sites (ci.sites.path) are "
+                        "patched exactly with ci.scan")
     if not isinstance(model, Model):
         model = load_model(model)
     if model.remote:
