@@ -9,6 +9,7 @@ the keys/values from `p` on, so they are covered too.  Rows are grouped by start
 the read position cannot change the metric (its value is the base run's); a column with a site at
 every position (``"all"``) falls back to the full pass.
 
+`unit.run_unit` runs the passes (`unit._run_prefix`); this module holds what they read.
 Valid only for plain causal attention with a `DynamicCache` (no sliding windows); `supported(model)`
 says whether a model qualifies, and `scan(..., reuse_prefix=True)` falls back to full passes otherwise.
 """
@@ -22,7 +23,7 @@ import torch
 from ..models.load import Model
 from . import plan as P
 
-__all__ = ["base_kv", "row_starts", "run_prefix_unit", "supported"]
+__all__ = ["base_kv", "prefix_cache", "row_starts", "supported"]
 
 
 def supported(model: Model) -> bool:
@@ -39,7 +40,7 @@ def supported(model: Model) -> bool:
     return "cache" in params or "past_key_values" in params
 
 
-def _cache_kwarg(model: Model) -> str:
+def cache_kwarg(model: Model) -> str:
     return "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
 
 
@@ -82,7 +83,7 @@ def row_starts(ctx, cols: np.ndarray, prompts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _prefix_cache(model: Model, ctx, prompts: np.ndarray, p: int, low: int):
+def prefix_cache(model: Model, ctx, prompts: np.ndarray, p: int, low: int):
     """A DynamicCache holding the base run's first `p` keys/values of `prompts` at layers >= `low`
     (skipped layers are never read: they hold one-wide placeholders of the right length; zero-wide ones
     would count as empty, and the cache's length is read from layer 0)."""
@@ -98,42 +99,3 @@ def _prefix_cache(model: Model, ctx, prompts: np.ndarray, p: int, low: int):
             k_l, v_l = k[idx, :, :p], v[idx, :, :p]
         cache.update(k_l.to(model.device), v_l.to(model.device), layer)
     return cache
-
-
-def run_prefix_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
-    """`unit.run_unit` with prefix reuse: rows grouped by start position, full passes where it cannot apply."""
-    from .unit import _build_groups, _Group, _run_patched, _run_rows, keep_index, logits_at
-
-    n = ctx.n_prompts
-    rows = np.arange(unit.start, unit.stop)
-    cols, prompts = rows // n, rows % n
-    starts = row_starts(ctx, cols, prompts)
-    read = ctx.read_pos.numpy()[prompts]
-    out = np.empty(len(rows))
-    full = starts < 0
-    if full.any():
-        out[full] = _run_rows(model, ctx, unit.low_layer, cols[full], prompts[full])
-    after = ~full & (starts > read)          # patched after the metric's position: nothing it reads changes
-    base = ctx.corrupt_metric if ctx.intervention.base_run == "corrupt" else ctx.clean_metric
-    out[after] = base[prompts[after]]
-    kw = _cache_kwarg(model)
-    for p in np.unique(starts[~full & ~after]):
-        g = np.flatnonzero(starts == p) if p >= 0 else None
-        g = g[~after[g]]
-        pr, cl = prompts[g], cols[g]
-        rp = ctx.read_pos[pr] - int(p)
-        last = int(rp.max())
-        tokens = ctx.base_tok[pr][:, p:p + last + 1]
-        groups = [_Group(gr.module, gr.io, [(c, r, pos - int(p), h, v) for c, r, pos, h, v in gr.writes])
-                  for gr in _build_groups(model, ctx, cl, pr)]
-        skip = [ctx.base_cache[("resid_post", layer)][pr][:, p:p + last + 1] for layer in range(unit.low_layer)]
-        noise = None if ctx.base_noise is None else ctx.base_noise[pr][:, p:p + last + 1]
-        keep, inverse = keep_index(rp)
-        extra = {kw: _prefix_cache(model, ctx, pr, int(p), unit.low_layer), "use_cache": True,
-                 "attention_mask": torch.ones(len(g), int(p) + tokens.shape[1], dtype=torch.long,
-                                              device=model.device)}
-        logits = _run_patched(model, tokens, keep, groups, skip, noise, ctx.emb_path, extra=extra)
-        picked = logits_at(logits, keep, inverse, rp)
-        wrong = ctx.wrong[pr] if ctx.wrong is not None else None
-        out[g] = ctx.metric.compute(picked, ctx.answer[pr], wrong, ctx.clean_logits[pr]).numpy()
-    return out

@@ -17,6 +17,7 @@ import torch
 from ..models.adapters import component_view, head_index, raw_tensor
 from ..models.load import Model
 from . import plan as P
+from . import prefix
 
 
 @dataclass
@@ -78,8 +79,7 @@ def add_noise(model: Model, emb_path: str | None, noise: torch.Tensor | None) ->
 def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
     """Metric values (float64, one per row) of `unit`: the one function every executor calls."""
     if getattr(ctx, "prefix_kv", None) is not None:   # scan(..., reuse_prefix=True): see engine/prefix.py
-        from .prefix import run_prefix_unit
-        return run_prefix_unit(model, ctx, unit)
+        return _run_prefix(model, ctx, unit)
     n = ctx.n_prompts
     rows = np.arange(unit.start, unit.stop)
     cols, prompts = rows // n, rows % n  # column-major (column, prompt) order, as in plan.make_rows
@@ -97,6 +97,42 @@ def _run_rows(model: Model, ctx, low_layer: int, cols, prompts) -> np.ndarray:
     picked = logits_at(logits, keep, inverse, rp)
     wrong = ctx.wrong[prompts] if ctx.wrong is not None else None
     return ctx.metric.compute(picked, ctx.answer[prompts], wrong, ctx.clean_logits[prompts]).numpy()
+
+
+def _run_prefix(model: Model, ctx, unit: P.Unit) -> np.ndarray:
+    """`run_unit` with prefix reuse (`causalinterp.engine.prefix`): rows grouped by start position, full passes where it cannot apply."""
+    n = ctx.n_prompts
+    rows = np.arange(unit.start, unit.stop)
+    cols, prompts = rows // n, rows % n
+    starts = prefix.row_starts(ctx, cols, prompts)
+    read = ctx.read_pos.numpy()[prompts]
+    out = np.empty(len(rows))
+    full = starts < 0
+    if full.any():
+        out[full] = _run_rows(model, ctx, unit.low_layer, cols[full], prompts[full])
+    after = ~full & (starts > read)          # patched after the metric's position: nothing it reads changes
+    base = ctx.corrupt_metric if ctx.intervention.base_run == "corrupt" else ctx.clean_metric
+    out[after] = base[prompts[after]]
+    kw = prefix.cache_kwarg(model)
+    for p in np.unique(starts[~full & ~after]):
+        g = np.flatnonzero((starts == p) & ~after)
+        pr, cl = prompts[g], cols[g]
+        rp = ctx.read_pos[pr] - int(p)
+        last = int(rp.max())
+        tokens = ctx.base_tok[pr][:, p:p + last + 1]
+        groups = [_Group(gr.module, gr.io, [(c, r, pos - int(p), h, v) for c, r, pos, h, v in gr.writes])
+                  for gr in _build_groups(model, ctx, cl, pr)]
+        skip = [ctx.base_cache[("resid_post", layer)][pr][:, p:p + last + 1] for layer in range(unit.low_layer)]
+        noise = None if ctx.base_noise is None else ctx.base_noise[pr][:, p:p + last + 1]
+        keep, inverse = keep_index(rp)
+        extra = {kw: prefix.prefix_cache(model, ctx, pr, int(p), unit.low_layer), "use_cache": True,
+                 "attention_mask": torch.ones(len(g), int(p) + tokens.shape[1], dtype=torch.long,
+                                              device=model.device)}
+        logits = _run_patched(model, tokens, keep, groups, skip, noise, ctx.emb_path, extra=extra)
+        picked = logits_at(logits, keep, inverse, rp)
+        wrong = ctx.wrong[pr] if ctx.wrong is not None else None
+        out[g] = ctx.metric.compute(picked, ctx.answer[pr], wrong, ctx.clean_logits[pr]).numpy()
+    return out
 
 
 def _build_groups(model: Model, ctx, cols, prompts) -> list[_Group]:
