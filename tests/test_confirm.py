@@ -88,3 +88,16 @@ def test_confirm_refuses_exact_effects_and_bad_arguments():
         ci.confirm(est, model, data, top_k=2, audit=2, threshold=-1)
     with pytest.raises(ci.ScanError, match="top_k"):
         ci.confirm(est, model, data, top_k=-1, audit=2, threshold=0.1)
+
+
+def test_confirm_on_held_out_prompts():
+    """Screen on one half, confirm on the other: the exact values are the held-out prompts' own."""
+    model = ci.load_model(build_hf("llama"))
+    data = random_data(n=8, T=5)
+    discovery, held_out = data.split(0.5, seed=1)
+    sites = ci.sites.head_out(positions=[-1, 2])
+    est = ci.screen(model, discovery, sites, method="atp")
+    conf = ci.confirm(est, model, held_out, top_k=3, audit=2, threshold=0.01)
+    exact = ci.scan(model, held_out, ci.sites.explicit(list(conf.exact.sites)), progress=False)
+    assert conf.exact.n_prompts == held_out.n
+    np.testing.assert_allclose(conf.exact.values, exact.values, atol=1e-6)

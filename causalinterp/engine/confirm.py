@@ -10,7 +10,10 @@ A screen (`screen`) is cheap and approximate.  `confirm` turns it into exact cla
    `threshold` (`causalinterp.stats.audit`), and the screen's error on the exactly patched sites
    (Spearman rank correlation, largest underestimate of an effect's magnitude).
 
-The bound is valid whatever the screen's errors are: the audit sample is random (seeded).
+The bound is valid whatever the screen's errors are: the audit sample is random (seeded).  The top sites
+are chosen by the screen; where the screen ran on the same prompts, a claim on them is tested on the data
+that chose them.  For a claim free of that selection, screen on one half of the prompts
+(``ContrastSet.split``) and pass the other half to `confirm` (`data` need not be the screen's).
 
 Examples:
     >>> import causalinterp as ci
