@@ -295,9 +295,9 @@ def to_markdown(r: dict) -> str:
                  "5% of the mean clean-corrupt gap; claims on the confirmed top-k only (maxT over k), compared "
                  "with the exact sweep's (maxT over every site).\n")
     lines.append(md_table(conf))
-    lines.append(f"\nPrefix reuse, {g['agreement']['model']}: "
-                 "wall-clock as a multiple of "
-                 "the forward-only floor.\n")
+    label = "GPT-2-small shape" if g["shape"]["n_layer"] == 12 else "toy GPT-2"
+    lines.append(f"\nPrefix reuse ({label}, random weights): exact sweeps' wall-clock as a multiple of the "
+                 "forward-only floor (the same number of full forward passes, no intervention).\n")
     lines.append(md_table([{"sites": p["sites"], "n": p["n_sites"], "prompts": p["prompts"], "floor s": p["floor_seconds"],
                             "layer skip (x floor)": p["skip_x_floor"], "prefix reuse (x floor)": p["reuse_x_floor"],
                             "max diff": p["max_abs_diff"]} for p in g["prefix"]]))
