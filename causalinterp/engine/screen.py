@@ -81,6 +81,9 @@ def screen(model, data: ContrastSet, sites, *, intervention: Intervention | None
         raise ScanError(f"steps must be a positive int, got {steps!r}")
     plan = make_plan(model, data, sites, intervention=intervention, metric=metric, memory_budget=memory_budget,
                      batch_size=batch_size)
+    if any(getattr(s, "feature", None) is not None for s in plan.sites):
+        raise ScanError("screen estimates whole-activation sites; feature sites (subspaces, SAE latents) are patched "
+                        "exactly with ci.scan")
     ctx = prepare(model, data, plan, cache)
     work = _Screen(model, ctx, plan.sites, method, steps)
     n = data.n
@@ -161,7 +164,7 @@ class _Screen:
         """The engine's write for site j on these prompts: (component, rows, positions, head, values)."""
         (group,) = _build_groups(self.model, self.ctx, np.full(len(prompts), j), prompts)
         (w,) = group.writes
-        return (self.sites[j].component, self.sites[j].layer) + w[1:]
+        return (self.sites[j].component, self.sites[j].layer) + tuple(w[1:5])
 
     def _view(self, raws: dict, key):
         m = self.model
@@ -313,7 +316,7 @@ class _Screen:
             def write(m, a, o, mname):
                 raw = raw_tensor(o).clone()
                 for g in (g for g in groups if g.module == mname):
-                    for comp, rows, pos, head, vals in g.writes:
+                    for comp, rows, pos, head, vals, *_ in g.writes:
                         view = component_view(model.adapter, comp, raw, model.n_heads, model.n_kv_heads, model.d_head)
                         if isinstance(vals, torch.Tensor):
                             vals = vals.to(view)

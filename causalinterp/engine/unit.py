@@ -120,7 +120,7 @@ def _run_prefix(model: Model, ctx, unit: P.Unit) -> np.ndarray:
         rp = ctx.read_pos[pr] - int(p)
         last = int(rp.max())
         tokens = ctx.base_tok[pr][:, p:p + last + 1]
-        groups = [_Group(gr.module, gr.io, [(c, r, pos - int(p), h, v) for c, r, pos, h, v in gr.writes])
+        groups = [_Group(gr.module, gr.io, [(c, r, pos - int(p), h, v, *rest) for c, r, pos, h, v, *rest in gr.writes])
                   for gr in _build_groups(model, ctx, cl, pr)]
         skip = [ctx.base_cache[("resid_post", layer)][pr][:, p:p + last + 1] for layer in range(unit.low_layer)]
         noise = None if ctx.base_noise is None else ctx.base_noise[pr][:, p:p + last + 1]
