@@ -116,3 +116,16 @@ def test_prefix_reuse_on_stories260k():
                                Site("v", 4, 0, 5), Site("resid_pre", 2, None, 4), Site("mlp_out", 0, None, 6)])
     eff = ci.scan(model, data, sites, progress=False, reuse_prefix=True)
     np.testing.assert_allclose(eff.values, reference(model.hf, data, eff.sites), atol=TOL)
+
+
+def test_prefix_reuse_for_feature_sites():
+    """Subspace sites at one position: prefix reuse gives the values of the full pass (hook-tested elsewhere)."""
+    model = ci.load_model(build_hf("llama"))
+    data = random_data(n=4, T=6)
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(model.d_model, 3, generator=g))[0].T
+    sites = ci.sites.subspace("resid_pre", 1, [2, -1], basis)
+    eff = ci.scan(model, data, sites, progress=False, reuse_prefix=True)
+    plain = ci.scan(model, data, sites, progress=False)
+    np.testing.assert_allclose(eff.values, plain.values, atol=TOL)
+    assert np.abs(plain.values - plain.corrupt[:, None]).max() > 1e-3

@@ -217,3 +217,10 @@ def test_screen_refuses_path_sites():
     data = random_data(n=4, T=5)
     with pytest.raises(ci.ScanError, match="path sites"):
         ci.screen(model, data, ci.sites.path(ci.sites.head_out(layers=[0], positions=-1), "logits"))
+
+
+def test_screen_refuses_feature_sites():
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=4, T=5)
+    with pytest.raises(ci.ScanError, match="feature sites"):
+        ci.screen(model, data, ci.sites.subspace("resid_pre", 1, -1, torch.eye(model.d_model)[:2]))
