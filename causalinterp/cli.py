@@ -663,9 +663,7 @@ def cmd_das(args) -> int:
     print(f"DAS at {site.label}, dim {args.dim}: fitted on {train.n} prompts (training IIA {res.train_iia:.3f})")
     print(ev)
     _write_json(args.json, {"site": site.to_dict(), "dim": args.dim, "n_train": train.n, "n_test": test.n,
-                            "train_iia": res.train_iia, "iia": ev.iia, "iia_ci": list(ev.iia_ci),
-                            "random_iia": ev.random_iia, "claim": ev.claim.to_dict(),
-                            "beats_random": ev.beats_random.to_dict(), "basis": res.basis.tolist()})
+                            "train_iia": res.train_iia, **ev.to_dict(), "basis": res.basis.tolist()})
     return 1 if args.strict and ev.verdict != "supported" else 0
 
 

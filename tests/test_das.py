@@ -41,6 +41,8 @@ def test_das_is_evaluated_on_held_out_prompts_only(model, split, fitted):
     ev = fitted.evaluate(model, split[1], n_random=20, n_resamples=999)
     assert ev.verdict == "supported" and ev.beats_random.verdict == "supported", str(ev)
     assert ev.iia_ci[0] > 0.9 and ev.random_iia < 0.1
+    md = ev.to_markdown()
+    assert "[subspace das k=1]" in md and "| supported | supported |" in md
 
 
 def test_subspace_patch_in_the_engine_equals_the_training_hook(model, split, fitted):

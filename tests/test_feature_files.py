@@ -106,5 +106,13 @@ def test_cli_das_and_probe(tmp_path, capsys):
     assert main(["probe", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_pre:0:end",
                  "--n", "40", "--n-resamples", "199", "--folds", "3", "--no-causal", "--strict"]) == 1
     assert "control task" in capsys.readouterr().out
+    # the learned basis, tested on fresh prompts from a hypothesis file
+    hyp = tmp_path / "das.yaml"
+    hyp.write_text("name: the DAS direction transfers\nmodel: testbed:induction\n"
+                   "data: {task: induction, n: 12, seed: 9}\n"
+                   f"sites: {{subspace: {{component: resid_post, layer: 1, positions: end, basis: {out}, name: das}}}}\n"
+                   "claim: {kind: has_effect}\n")
+    h = ci.load_hypotheses(hyp)[0]
+    assert h.sites.explicit[0].label == "resid_post L1 @end [subspace das k=1]"
     assert main(["das", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_post:one:end"]) == 2
     assert "COMPONENT:LAYER" in capsys.readouterr().err

@@ -44,6 +44,19 @@ class DASEvaluation:
     def verdict(self) -> str:
         return self.claim.verdict
 
+    def to_dict(self) -> dict:
+        return {"iia": self.iia, "iia_ci": list(self.iia_ci), "random_iia": self.random_iia, "n_prompts": self.n_prompts,
+                "claim": self.claim.to_dict(), "beats_random": self.beats_random.to_dict()}
+
+    def to_markdown(self) -> str:
+        """A report table: site (with the subspace dimension), IIA with CI, random IIA, the two verdicts."""
+        site = self.claim.table["site"].iloc[0]
+        head = "| site | n | IIA (CI) | random subspaces IIA | claim | verdict | beats random |"
+        row = (f"| {site} | {self.n_prompts} | {self.iia:.3f} [{self.iia_ci[0]:.3f}, {self.iia_ci[1]:.3f}] | "
+               f"{self.random_iia:.3f} | {self.claim.claim} | {self.claim.verdict} | {self.beats_random.verdict} |")
+        return "\n".join([head, "|" + "---|" * 7, row, "", *[f"- {r}" for r in self.claim.reasons],
+                          *[f"- {r}" for r in self.beats_random.reasons]]) + "\n"
+
     def __str__(self) -> str:
         return (f"DAS subspace on {self.n_prompts} held-out prompts: IIA {self.iia:.3f} "
                 f"[{self.iia_ci[0]:.3f}, {self.iia_ci[1]:.3f}] (random subspaces {self.random_iia:.3f})\n"

@@ -337,7 +337,8 @@ def load_registered_sae(path: str):
 
 
 def read_basis(path: str) -> torch.Tensor:
-    """A basis [k, d] from a ``.npy`` or ``.pt`` file (relative paths from the working directory)."""
+    """A basis [k, d] from a ``.npy``, ``.pt`` or ``.json`` file (a list of rows, or a mapping with ``basis``, as
+    ``causalinterp das --json`` writes); relative paths from the working directory."""
     from pathlib import Path
     p = Path(path)
     if not p.is_file():
@@ -349,7 +350,14 @@ def read_basis(path: str) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):
             raise FeatureError(f"{path}: expected a saved tensor, got {type(t).__name__}")
         return t
-    raise FeatureError(f"basis file {path}: use a .npy or .pt file")
+    if p.suffix == ".json":
+        import json
+        d = json.loads(p.read_text())
+        rows = d.get("basis") if isinstance(d, dict) else d
+        if not isinstance(rows, list):
+            raise FeatureError(f"{path}: expected a list of rows or a mapping with 'basis'")
+        return torch.as_tensor(np.asarray(rows, dtype=np.float64))
+    raise FeatureError(f"basis file {path}: use a .npy, .pt or .json file")
 
 
 def site_from_dict(d: dict) -> FeatureSite:
