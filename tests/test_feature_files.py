@@ -106,6 +106,21 @@ def test_cli_das_and_probe(tmp_path, capsys):
     assert main(["probe", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_pre:0:end",
                  "--n", "40", "--n-resamples", "199", "--folds", "3", "--no-causal", "--strict"]) == 1
     assert "control task" in capsys.readouterr().out
+    # a probe's direction, written by `causalinterp probe --json`, is a subspace site in a hypothesis file
+    pj = tmp_path / "probe.json"
+    assert main(["probe", "--model", "testbed:induction", "--task", "copy_choice", "--site", "resid_post:1:end",
+                 "--n", "40", "--n-resamples", "199", "--folds", "3", "--no-causal", "--json", str(pj)]) == 0
+    capsys.readouterr()
+    probe_basis = np.asarray(json.loads(pj.read_text())["basis"])
+    assert probe_basis.shape[1] == ci.load_model("testbed:induction").d_model
+    assert np.allclose(probe_basis @ probe_basis.T, np.eye(len(probe_basis)), atol=1e-5)
+    ph = tmp_path / "probe.yaml"
+    ph.write_text("name: ablating the probe direction hurts the copy\nmodel: testbed:induction\n"
+                  "data: {task: induction, n: 12, seed: 9}\nintervention: {kind: mean}\n"
+                  f"sites: {{subspace: {{component: resid_post, layer: 1, positions: end, basis: {pj}, name: probe}}}}\n"
+                  "claim: {kind: has_effect, direction: decrease}\n")
+    hp = ci.load_hypotheses(ph)[0]
+    assert hp.sites.explicit[0].label == f"resid_post L1 @end [subspace probe k={len(probe_basis)}]"
     # the learned basis, tested on fresh prompts from a hypothesis file
     hyp = tmp_path / "das.yaml"
     hyp.write_text("name: the DAS direction transfers\nmodel: testbed:induction\n"

@@ -72,7 +72,10 @@ class ProbeResult:
                 "chance": self.chance, "control_accuracy": self.control_accuracy, "control_ci": list(self.control_ci),
                 "selectivity": self.selectivity, "selectivity_ci": list(self.selectivity_ci),
                 "subspace_dim": int(self.basis.shape[0]), "verdict": self.verdict, "reasons": list(self.reasons),
-                "confidence_level": self.confidence_level}
+                "confidence_level": self.confidence_level,
+                # the readout subspace, so that a hypothesis file can test it causally on fresh prompts
+                # (sites: {subspace: {..., basis: probe.json}}; `read_basis` reads this mapping)
+                "basis": self.basis.detach().cpu().double().tolist()}
 
     def to_markdown(self) -> str:
         """A report table: site, accuracy with CI, chance, control task, selectivity, subspace dim, verdict."""
