@@ -8,6 +8,8 @@ from . import executors, features, lens, models, stats, tracing
 from ._version import __version__
 from .engine import BudgetError, CheckpointError, Confirmation, Effects, Plan, ScanError, confirm, scan, screen
 from .engine import make_plan as plan
+from .circuits import Circuit, faithfulness, faithfulness_curve
+from .stability import stability
 from .evaluate import Evaluation, evaluate
 from .features import das, probe
 from .lens import logit_lens
@@ -41,15 +43,16 @@ sites.subspace, sites.sae_features = features.subspace, features.sae_features
 sites.SITE_READERS["feature"] = _spec_features.site_from_dict
 _spec_features.register_sae_loader(features.load_sae)
 
-__all__ = ["BudgetError", "CheckpointError", "Confirmation", "ContrastSet", "DataError", "DataRef", "Effects",
-           "EmbeddingNoise", "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric", "Model", "Plan", "Replication",
-           "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace", "claims", "confirm", "das", "evaluate",
-           "executors", "features", "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models",
-           "patch", "plan", "probe", "replicate", "run", "run_all", "scan", "screen", "sites", "stats", "tracing"]
+__all__ = ["BudgetError", "CheckpointError", "Circuit", "Confirmation", "ContrastSet", "DataError", "DataRef",
+           "Effects", "EmbeddingNoise", "Evaluation", "Hypothesis", "HypothesisError", "Intervention", "Metric",
+           "Model", "Plan", "Replication", "Result", "ScanError", "Site", "SiteSet", "ablate", "causal_trace",
+           "claims", "confirm", "das", "evaluate", "executors", "faithfulness", "faithfulness_curve", "features",
+           "lens", "load_hypotheses", "load_model", "logit_lens", "metrics", "models", "patch", "plan", "probe",
+           "replicate", "run", "run_all", "scan", "screen", "sites", "stability", "stats", "tracing"]
 
 
 def __getattr__(name):  # tasks/testbeds import lazily (testbeds reads package data)
-    if name in ("tasks", "testbeds", "report", "tracking"):
+    if name in ("tasks", "testbeds", "report", "tracking", "circuits"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     if name == "hypothesis":  # the pytest-plugin decorator

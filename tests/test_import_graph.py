@@ -15,7 +15,8 @@ LAYERS = [
     ["_version", "output", "spec", "stats", "verdict", "selection"],  # version; safe file writes; what is asked;
                                                                        # numbers; rules; which prompts chose sites
     ["models", "tasks"],                            # model access; contrast-set builders
-    ["testbeds", "engine", "lens", "tracing", "evaluate"],  # shipped models; effects; verdicts from effects
+    ["testbeds", "engine", "lens", "tracing", "evaluate", "circuits", "stability"],  # shipped models; effects;
+                                                                        # verdicts; circuits, their faithfulness
     ["executors", "result", "spec.hypothesis", "spec.files", "tracking", "family", "features"],  # where units run; results;
                                                                          # hypotheses; family across hypotheses
                                                                          # (and their files); logging

@@ -151,7 +151,7 @@ def _check_inputs(model, data, intervention, metric, n_random):
 def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | None = None,
               metric: Metric | None = None, joint: bool = False, n_random: int = 0, random_pool=None,
               seed: int = 0, memory_budget="2GB", batch_size: int | None = None,
-              reuse_prefix: bool = False) -> P.Plan:
+              reuse_prefix: bool = False, columns=None) -> P.Plan:
     """Lay a scan out as a `Plan`: validated inputs, columns, and independent units with content hashes.
 
     Same arguments as `scan` (which calls this).  Nothing is computed beyond a one-token probe;
@@ -172,7 +172,10 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
     n = data.n
 
     # columns: which sites are intervened on together
-    columns: list[tuple[int, ...]] = [tuple(range(len(site_list)))] if joint else [(j,) for j in range(len(site_list))]
+    if columns is not None:  # explicit site groups (e.g. circuits: the complement of each circuit, jointly)
+        columns = _explicit_columns(columns, len(site_list), joint, n_random)
+    else:
+        columns = [tuple(range(len(site_list)))] if joint else [(j,) for j in range(len(site_list))]
     all_sites = list(site_list)
     if n_random:
         if random_pool is None and any(getattr(s, "feature", None) is not None for s in site_list):
@@ -192,7 +195,7 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
                 all_sites.append(s)
         for picks in random_site_sets(len(others), len(site_list), n_random, seed):
             columns.append(tuple(sorted(index[others[p]] for p in picks)))
-    n_main = 1 if joint else len(site_list)
+    n_main = len(columns) if n_random == 0 else (1 if joint else len(site_list))
 
     # memory plan
     read_pos = read_positions(data, metric)
@@ -227,6 +230,22 @@ def make_plan(model, data: ContrastSet, sites, *, intervention: Intervention | N
                   intervention=intervention.to_dict(), metric=metric.to_dict(), rows_per_pass=rows,
                   base_rows=base_rows, memory_budget=budget, skip_blocks=skip, units=tuple(units),
                   reuse_prefix=reuse_prefix and prefix_supported(model))
+
+
+def _explicit_columns(columns, n_sites: int, joint: bool, n_random: int) -> list[tuple[int, ...]]:
+    """Validated explicit columns: non-empty tuples of distinct site indices (no joint=, no n_random=)."""
+    if joint or n_random:
+        raise ScanError("columns= lists the site groups itself: do not combine it with joint=True or n_random")
+    out = []
+    for c, col in enumerate(columns):
+        col = tuple(sorted(int(j) for j in col))
+        if not col or len(set(col)) != len(col) or not all(0 <= j < n_sites for j in col):
+            raise ScanError(f"columns[{c}] = {col!r}: each column is a non-empty set of distinct site indices in "
+                            f"0..{n_sites - 1}")
+        out.append(col)
+    if not out:
+        raise ScanError("columns= is empty")
+    return out
 
 
 # --- the context every unit reads ------------------------------------------------------------------

@@ -245,17 +245,25 @@ def _section(r, i: int, prefix: str, max_rows, max_forest, image_format) -> str:
     return "\n".join(out)
 
 
-def _body(results, title, max_rows, max_forest, image_format, prefix) -> str:
+def _extras(extras, image_format) -> list:
+    """Sections for circuit analyses (faithfulness curves, stability) shown after the results."""
+    from .circuits import figure_for
+    figs = [figure_for(x, image_format) for x in extras]
+    return [f'<section class="hyp"><h2>{_e(f.title)}</h2>{_figure(f)}</section>' for f in figs]
+
+
+def _body(results, title, max_rows, max_forest, image_format, prefix, extras=()) -> str:
     from .. import __version__
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<h1>{_e(title)}</h1>" if title else "",
              f'<p class="muted small">causalinterp {_e(__version__)} \u00b7 generated {stamp}</p>']
-    if not results:
+    if not results and not extras:
         parts.append("<p>No results.</p>")
         return "\n".join(parts)
-    parts += ["<h2>Summary</h2>", _overview(results), _summary(results, prefix)]
+    if results:
+        parts += ["<h2>Summary</h2>", _overview(results), _summary(results, prefix)]
     parts += [_section(r, i, prefix, max_rows, max_forest, image_format) for i, r in enumerate(results)]
-    return "\n".join(parts)
+    return "\n".join(parts + _extras(extras, image_format))
 
 
 def _prefix(results) -> str:
@@ -274,15 +282,17 @@ def render_fragment(results: Iterable, *, title: str | None = None, max_rows: in
 
 
 def render(results: Iterable, path: str | os.PathLike | None = None, title: str = "causalinterp report", *,
-           max_rows: int | None = 50, max_forest: int = 30, image_format: str = "png") -> str:
+           max_rows: int | None = 50, max_forest: int = 30, image_format: str = "png", extras: Iterable = ()) -> str:
     """A complete, self-contained HTML report for `results`; also written atomically to `path` when given.
 
     max_rows: per-site table rows shown per hypothesis (None = all; the rest are counted, and are in the JSON).
     max_forest: sites in each forest plot (largest |estimate| first; the number omitted is stated).
     image_format: "png" (base64 data: URIs) or "svg" (inline SVG).
+    extras: faithfulness curves and stability analyses (`ci.faithfulness_curve`, `ci.stability`), each a
+    section with its plot after the results.
     """
     results = _results(results)
-    body = _body(results, title, max_rows, max_forest, image_format, _prefix(results))
+    body = _body(results, title, max_rows, max_forest, image_format, _prefix(results), tuple(extras))
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
            f"<title>{_e(title)}</title><style>body{{margin:0;background:#fff}}{CSS}</style></head>\n"

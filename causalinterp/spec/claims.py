@@ -4,6 +4,7 @@
     has_effect(direction="any")          the intervention moves the metric ("increase" / "decrease")
     no_effect(margin=0.1)                the intervention moves the metric by less than the margin
     beats_random(n_random=200)           the site set's joint effect exceeds random site sets of its size
+    faithful(at_least=0.8)               a circuit keeps >= tau of the model's behaviour (ci.faithfulness)
 
 `causalinterp.evaluate(effects, claim)` turns a claim and the engine's `Effects` into a verdict.
 
@@ -22,8 +23,8 @@ from typing import ClassVar, Literal
 
 from .schema import CLAIM_CONFIG, Bool, Float, PosInt
 
-__all__ = ["Claim", "ClaimError", "Recovers", "HasEffect", "NoEffect", "BeatsRandom",
-           "recovers", "has_effect", "no_effect", "beats_random", "DIRECTIONS"]
+__all__ = ["Claim", "ClaimError", "Recovers", "HasEffect", "NoEffect", "BeatsRandom", "Faithful",
+           "recovers", "has_effect", "no_effect", "beats_random", "faithful", "DIRECTIONS"]
 
 DIRECTIONS = ("any", "increase", "decrease")
 
@@ -179,6 +180,28 @@ class BeatsRandom(Claim):
 
     def describe(self) -> str:
         return f"the site set beats {self.n_random} random site sets of the same size"
+
+
+@dataclass(frozen=True)
+class Faithful(Recovers):
+    """The circuit keeps at least `at_least` of the model's behaviour: on `ci.faithfulness` effects,
+    (m(circuit) - m(all ablated)) / (m(model) - m(all ablated)) >= tau, a ratio of means with a bootstrap CI.
+
+    The same test as `Recovers` (the effects put the circuit in ``values``, everything ablated in ``base``
+    and the full model in ``target``); its own kind so reports say what was claimed.
+    """
+
+    kind: ClassVar[str] = "faithful"
+    at_least: Float = 0.8
+
+    def describe(self) -> str:
+        return f"the circuit is faithful: it keeps at least {self.at_least:g} of the model's behaviour"
+
+
+def faithful(at_least: float = 0.8) -> Faithful:
+    """Claim: the circuit (effects from `ci.faithfulness`) keeps at least `at_least` of the full model's
+    metric relative to everything ablated."""
+    return Faithful(at_least)
 
 
 def recovers(at_least: float = 0.5) -> Recovers:
