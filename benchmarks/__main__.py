@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 
 from benchmarks.common import ROOT, machine, versions
 
-PARTS = ["recovery_induction", "recovery_ioi", "features", "real_checkpoints", "calibration", "speed", "scale", "screening"]
+PARTS = ["recovery_induction", "recovery_ioi", "features", "paths_circuits", "real_checkpoints", "calibration", "speed",
+         "scale", "screening"]
 
 
 def _section(name: str, md: str) -> str:

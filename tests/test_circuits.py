@@ -126,3 +126,23 @@ def test_bad_circuits_are_refused():
         ci.faithfulness(model, data, ci.Circuit(edges=[ci.sites.Path((Site("head_out", 0, 1),), ("logits",))]))
     with pytest.raises(CircuitError, match="sizes"):
         ci.faithfulness_curve(model, data, [Site("head_out", 0, 1)], sizes=(0, 0.5))
+
+
+def test_resample_ablation_takes_other_prompts_activations():
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=2, T=5)       # two prompts: "another prompt" is determined
+    circuit = ci.Circuit(nodes=[Site("head_out", 1, 2)])
+    eff = ci.faithfulness(model, data, circuit, ablation="resample")
+    hf = model.hf
+    universe = node_universe(model)
+    outside = [s for s in universe if s not in circuit.nodes]
+    # prompt i's ablated nodes take prompt 1 - i's corrupt activations (reference="corrupt")
+    out = np.zeros(2)
+    for i in range(2):
+        patches = []
+        for s in outside:
+            act = read(hf, torch.tensor(data.corrupt[1 - i]), s.component, s.layer)
+            patches.append((s.component, s.layer, s.head, None, act if s.head is None else act[:, s.head]))
+        logits = run_patched(hf, torch.tensor(data.clean[i]), patches)
+        out[i] = logit_diff(logits, data.positions["end"][i], data.answer[i], data.wrong[i])
+    np.testing.assert_allclose(eff.values[:, 0], out, atol=TOL)

@@ -1,0 +1,196 @@
+"""Paths, circuits and stability on the testbeds: which heads act through which inputs, how faithful the found
+circuits are (curves with CIs), and how stable their discovery is.
+
+1. induction: every layer-0 head -> every layer-1 head through q, k and v, and every head -> logits (mean
+   ablation at every position, `has_effect`, holm): the previous-token head 0.1 must reach the induction head
+   1.2 through k, and not through q;
+2. IOI: paths chosen on a discovery half (by template) and confirmed on the other half (noise patching: the
+   ABC prompts' activations into the clean run, `has_effect`, holm);
+3. faithfulness curves at the MIB sizes (heads ranked on the discovery half, evaluated on the confirmation
+   half, mean ablation of the heads outside, MLPs kept), with per-point CIs and CPR/CMD with CIs;
+4. stability of the head discovery (scan + `has_effect` supported) over resamples of the prompts by template.
+
+    python -m benchmarks.paths_circuits [--small]     # also writes its section into RESULTS.md / results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from benchmarks.common import ROOT, machine, md_table, versions
+
+import causalinterp as ci
+from causalinterp import testbeds
+from causalinterp.stability import by_claim
+
+ALPHA = 0.05
+COLS = ["site", "estimate", "ci_low", "ci_high", "p_adj", "verdict"]
+
+
+def _rows(ev, keep=None):
+    t = ev.table
+    rows = t[COLS].to_dict(orient="records")
+    return [r for r in rows if keep is None or keep(r)]
+
+
+def _heads(model, layers, positions="all"):
+    return ci.sites.heads([(l, h) for l in layers for h in range(model.n_heads)], positions=positions)
+
+
+def _path_grid(model, positions="all"):
+    """Every head -> every head of a later layer through q, k, v; and every head -> logits."""
+    paths = []
+    for recv_layer in range(1, model.n_layers):
+        for via in "qkv":
+            paths += list(ci.sites.path(_heads(model, range(recv_layer), positions),
+                                        [(recv_layer, h) for h in range(model.n_heads)], via=via)
+                          .resolve(model.n_layers, model.n_heads, [32]))
+    paths += list(ci.sites.path(_heads(model, range(model.n_layers), positions), "logits")
+                  .resolve(model.n_layers, model.n_heads, [32]))
+    return paths
+
+
+def induction(n: int, B: int) -> dict:
+    model = testbeds.load("induction")
+    data = testbeds.induction_data(n, seed=0)
+    t = time.perf_counter()
+    paths = _path_grid(model)
+    eff = ci.scan(model, data, ci.sites.paths(paths), intervention=ci.ablate("mean"), progress=False)
+    secs = time.perf_counter() - t
+    ev = ci.evaluate(eff, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+    rows = _rows(ev)
+    counts = ev.table["verdict"].value_counts().to_dict()
+    key = {r["site"]: r for r in rows}
+    prev_ind = {via: key[f"path(head_out L0.H1 @all -> {via} L1.H2 @all)"] for via in "qkv"}
+    # faithfulness curve: heads ranked by a node scan on one half, curve on the other
+    disc, conf = data.split(0.5, seed=0, by="prompt")
+    heads = _heads(model, range(model.n_layers))
+    node = ci.evaluate(ci.scan(model, disc, heads, intervention=ci.ablate("mean"), progress=False),
+                       ci.claims.has_effect(), n_resamples=B)
+    ranking = [heads.explicit[i] for i in np.argsort(-np.abs(node.table["estimate"].to_numpy()), kind="stable")]
+    curve = ci.faithfulness_curve(model, conf, ranking, universe=heads, n_resamples=B)
+    return {"n_prompts": n, "n_paths": len(paths), "scan_seconds": secs, "verdict_counts": counts,
+            "prev_to_induction": prev_ind, "supported": [r for r in rows if r["verdict"] == "supported"],
+            "curve": curve.to_dict(), "curve_ranking": [s.label for s in ranking]}
+
+
+def ioi(n: int, B: int, n_stab: int) -> dict:
+    model = testbeds.load("ioi")
+    data = testbeds.ioi_data(n, seed=7)
+    disc, conf = data.split(0.5, seed=0)
+    out = {"n_prompts": n, "n_discovery": disc.n, "n_confirmation": conf.n,
+           "n_clusters": len(set(data.clusters))}
+    t = time.perf_counter()
+    paths = _path_grid(model)
+    eff = ci.scan(model, disc, ci.sites.paths(paths), intervention=ci.patch("noise"), progress=False)
+    out["discovery_scan_seconds"] = time.perf_counter() - t
+    out["n_paths"] = len(paths)
+    ev = ci.evaluate(eff, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+    out["discovery_counts"] = ev.table["verdict"].value_counts().to_dict()
+    chosen = ev.significant_sites()
+    out["chosen"] = [p.label for p in chosen]
+    if len(chosen):
+        same = ci.evaluate(ci.scan(model, disc, chosen, intervention=ci.patch("noise"), progress=False),
+                           ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        out["same_data_verdicts"] = same.table["verdict"].value_counts().to_dict()
+        eff_c = ci.scan(model, conf, chosen, intervention=ci.patch("noise"), progress=False)
+        ev_c = ci.evaluate(eff_c, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        out["confirmation"] = _rows(ev_c)
+        out["confirmation_counts"] = ev_c.table["verdict"].value_counts().to_dict()
+    # faithfulness curve of the heads, ranked on discovery (noise patching at every position), on confirmation
+    heads = _heads(model, range(model.n_layers))
+    node = ci.evaluate(ci.scan(model, disc, heads, intervention=ci.patch("noise"), progress=False),
+                       ci.claims.has_effect(), n_resamples=B)
+    ranking = [heads.explicit[i] for i in np.argsort(-np.abs(node.table["estimate"].to_numpy()), kind="stable")]
+    curve = ci.faithfulness_curve(model, conf, ranking, universe=heads, n_resamples=B)
+    out["curve"] = curve.to_dict()
+    # stability of the head discovery (has_effect supported) over template resamples
+    discover = by_claim(model, ci.sites.head_out(positions="end"), ci.claims.has_effect(),
+                        intervention=ci.patch("denoise"), n_resamples=999)
+    st = ci.stability(discover, data, n_resamples=n_stab, seed=0)
+    out["stability"] = st.summary()
+    return out
+
+
+def main(small: bool = False) -> dict:
+    t0 = time.perf_counter()
+    B = 1999 if small else 4999
+    out = {"benchmark": "paths_circuits", "small": small, "alpha": ALPHA, "n_resamples": B,
+           "machine": machine(), "versions": versions()}
+    out["induction"] = induction(24 if small else 64, B)
+    out["ioi"] = ioi(48 if small else 120, B, 4 if small else 20)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _curve_md(c: dict) -> str:
+    rows = [{"size": f"{100 * f:g}%", "k": k, "faithfulness": e, "ci_low": lo, "ci_high": hi}
+            for f, k, e, lo, hi in zip(c["fractions"], c["k"], c["estimate"], c["ci_low"], c["ci_high"])]
+    return (md_table(rows) + f"\nCPR {c['cpr'][0]:.3f} [{c['cpr'][1]:.3f}, {c['cpr'][2]:.3f}]; "
+            f"CMD {c['cmd'][0]:.3f} [{c['cmd'][1]:.3f}, {c['cmd'][2]:.3f}] ({100 * c['confidence_level']:g}% "
+            "percentile CIs, one bootstrap of the prompts for all sizes).\n")
+
+
+def to_markdown(r: dict) -> str:
+    i, o = r["induction"], r["ioi"]
+    md = ["## Paths, circuits and stability",
+          f"`python -m benchmarks.paths_circuits{' --small' if r['small'] else ''}` ({r['seconds']:.0f} s); "
+          f"has_effect (two-sided), holm, alpha {r['alpha']}, {r['n_resamples']} resamples.\n",
+          f"### Induction testbed: path account (n = {i['n_prompts']}, mean ablation at every position)\n",
+          f"{i['n_paths']} paths (every layer-0 head -> every layer-1 head through q, k, v; every head -> logits) in "
+          f"one scan, {i['scan_seconds']:.1f} s. Verdicts: {i['verdict_counts']}. Previous-token head L0.H1 -> "
+          "induction head L1.H2:\n",
+          md_table([{"via": via, **{k: v for k, v in row.items() if k != 'site'}}
+                    for via, row in i["prev_to_induction"].items()]),
+          "\nEvery supported path:\n", md_table(i["supported"]),
+          "\n**Faithfulness curve** (heads ranked by |mean-ablation effect| on half of the prompts, curve on the "
+          "other half; heads outside the circuit mean-ablated, MLPs kept):\n", _curve_md(i["curve"]),
+          f"\n### IOI testbed: path account on discovery/confirmation splits (n = {o['n_prompts']}, "
+          f"{o['n_clusters']} templates; split by template: {o['n_discovery']} / {o['n_confirmation']})\n",
+          f"{o['n_paths']} paths scanned on the discovery half ({o['discovery_scan_seconds']:.1f} s; noise "
+          f"patching). Discovery verdicts: {o['discovery_counts']}; the {len(o['chosen'])} supported paths, "
+          f"re-tested on the same prompts: {o.get('same_data_verdicts')} (flagged selected-on-same-data, never "
+          f"supported); on the confirmation half: {o.get('confirmation_counts')}:\n",
+          md_table(o.get("confirmation", [])),
+          "\n**Faithfulness curve** (heads ranked on discovery by |noise-patching effect|, curve on confirmation):\n",
+          _curve_md(o["curve"])]
+    s = o["stability"]
+    freq = [{"head": k, "selection frequency": v, "in full-data circuit": "yes" if k in s["full_circuit"] else ""}
+            for k, v in s["frequency"].items()]
+    md += [f"\n**Stability of the head discovery** (denoise at end, has_effect supported; {s['n_resamples']} "
+           f"half-samples of the templates): mean pairwise Jaccard {s['jaccard_mean']:.3f} (5/50/95%: "
+           f"{', '.join(f'{v:.2f}' for v in s['jaccard_q05_q50_q95'])}), mean Jaccard to the full-data circuit "
+           f"{s['to_full_mean']:.3f}.\n", md_table(freq)]
+    return "\n".join(md) + "\n"
+
+
+def _splice(r: dict) -> None:
+    """Write this part's section into RESULTS.md (replacing an earlier one) and its numbers into results.json."""
+    from benchmarks.__main__ import _section
+    from causalinterp.result import _plain, write_atomic
+    suffix = "_small" if r["small"] else ""
+    path = ROOT / "benchmarks" / f"RESULTS{suffix}.md"
+    text = path.read_text() if path.exists() else "# causalinterp benchmark results\n\n"
+    start, end = "<!-- --8<-- [start:paths_circuits] -->", "<!-- --8<-- [end:paths_circuits] -->\n"
+    section = _section("paths_circuits", to_markdown(r))
+    if start in text:
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + section + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n" + section
+    write_atomic(path, text)
+    jpath = ROOT / "benchmarks" / f"results{suffix}.json"
+    data = json.loads(jpath.read_text()) if jpath.exists() else {"parts": {}}
+    data.setdefault("parts", {})["paths_circuits"] = _plain(r)
+    write_atomic(jpath, json.dumps(data, indent=1))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", action="store_true")
+    result = main(small=ap.parse_args().small)
+    print(to_markdown(result))
+    _splice(result)
