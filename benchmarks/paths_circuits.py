@@ -100,10 +100,26 @@ def ioi(n: int, B: int, n_stab: int) -> dict:
         ev_c = ci.evaluate(eff_c, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
         out["confirmation"] = _rows(ev_c)
         out["confirmation_counts"] = ev_c.table["verdict"].value_counts().to_dict()
-    # faithfulness curve of the heads, ranked on discovery (noise patching at every position), on confirmation
+    # targeted: the heads a node scan supports on discovery, and the paths among them (a smaller family)
     heads = _heads(model, range(model.n_layers))
     node = ci.evaluate(ci.scan(model, disc, heads, intervention=ci.patch("noise"), progress=False),
                        ci.claims.has_effect(), n_resamples=B)
+    found = [heads.explicit[i] for i, v in enumerate(node.table["verdict"]) if v == "supported"]
+    out["targeted_heads"] = [s.label for s in found]
+    targeted = [ci.sites.Path((s,), (ci.Site(via, r.layer, r.head),)) for s in found for r in found
+                if r.layer > s.layer for via in "qkv"] + [ci.sites.Path((s,), ("logits",)) for s in found]
+    out["targeted_n_paths"] = len(targeted)
+    if targeted:
+        ev_t = ci.evaluate(ci.scan(model, disc, ci.sites.paths(targeted), intervention=ci.patch("noise"),
+                                   progress=False), ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        out["targeted_discovery_counts"] = ev_t.table["verdict"].value_counts().to_dict()
+        chosen_t = ev_t.significant_sites()
+        out["targeted_chosen"] = [p.label for p in chosen_t]
+        if len(chosen_t):
+            ev_tc = ci.evaluate(ci.scan(model, conf, chosen_t, intervention=ci.patch("noise"), progress=False),
+                                ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+            out["targeted_confirmation"] = _rows(ev_tc)
+    # faithfulness curve of the heads, ranked on discovery (noise patching at every position), on confirmation
     ranking = [heads.explicit[i] for i in np.argsort(-np.abs(node.table["estimate"].to_numpy()), kind="stable")]
     curve = ci.faithfulness_curve(model, conf, ranking, universe=heads, n_resamples=B)
     out["curve"] = curve.to_dict()
@@ -155,6 +171,11 @@ def to_markdown(r: dict) -> str:
           f"re-tested on the same prompts: {o.get('same_data_verdicts')} (flagged selected-on-same-data, never "
           f"supported); on the confirmation half: {o.get('confirmation_counts')}:\n",
           md_table(o.get("confirmation", [])),
+          f"\n**Targeted:** the heads a node scan supports on the discovery half ({', '.join(o['targeted_heads'])}; "
+          f"noise patching at every position), and the {o['targeted_n_paths']} paths among them (to later heads "
+          f"through q, k, v, and to the logits). Discovery verdicts: {o.get('targeted_discovery_counts')}; the "
+          f"{len(o.get('targeted_chosen', []))} supported paths on the confirmation half:\n",
+          md_table(o.get("targeted_confirmation", [])),
           "\n**Faithfulness curve** (heads ranked on discovery by |noise-patching effect|, curve on confirmation):\n",
           _curve_md(o["curve"])]
     s = o["stability"]

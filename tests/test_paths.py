@@ -131,6 +131,8 @@ def test_bad_paths_are_refused_with_reasons():
         Path((Site("head_out", 0, 1),), ("logits", Site("q", 1, 0)))
     with pytest.raises(SiteError, match="senders are"):
         Path((Site("q", 0, 1),), ("logits",))
+    with pytest.raises(ci.ScanError, match="checkpoint"):
+        ci.scan(model, data, ci.sites.path([Site("head_out", 0, 1)], "logits"), checkpoint="x", progress=False)
     with pytest.raises(SiteError, match="via must be"):
         ci.sites.path([Site("head_out", 0, 1)], [(1, 2)], via="o")
 

@@ -244,6 +244,8 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
     check_finite(clean_metric, "the clean run")
     check_finite(corrupt_metric, "the corrupt run")
 
+    _check_logit_readout(model, paths, base_cache, read_pos, clean_logits if base_run == "clean" else corrupt_logits)
+
     # the senders' changes to the stream, each [n, T, d]
     lengths = torch.tensor(data.lengths)
     whole = any(s.position == ALL for s in senders)
@@ -300,7 +302,6 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
         values[r0:r1] = metric.compute(picked, answer[prompts], wrong_r, clean_logits[prompts]).numpy()
         bar.update(r1 - r0)
     bar.close()
-    _check_logit_readout(model, paths, base_cache, read_pos, clean_logits if base_run == "clean" else corrupt_logits)
 
     table = values.reshape(len(paths), n).T
     check_finite(table, "the path-patched runs")
