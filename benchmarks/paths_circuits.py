@@ -201,7 +201,7 @@ def _splice(r: dict) -> None:
         a, b = text.index(start), text.index(end) + len(end)
         text = text[:a] + section + text[b:]
     else:
-        text = text.rstrip("\n") + "\n" + section
+        text = text.rstrip("\n") + "\n\n" + section
     write_atomic(path, text)
     jpath = ROOT / "benchmarks" / f"results{suffix}.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {"parts": {}}
