@@ -36,6 +36,12 @@ def _rows(ev, keep=None):
     return [r for r in rows if keep is None or keep(r)]
 
 
+def _noise_test(model, data, sites, B):
+    """Noise patching (the ABC prompts' activations into the clean run), has_effect, holm."""
+    eff = ci.scan(model, data, sites, intervention=ci.patch("noise"), progress=False)
+    return ci.evaluate(eff, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+
+
 def _heads(model, layers, positions="all"):
     return ci.sites.heads([(l, h) for l in layers for h in range(model.n_heads)], positions=positions)
 
@@ -93,31 +99,26 @@ def ioi(n: int, B: int, n_stab: int) -> dict:
     chosen = ev.significant_sites()
     out["chosen"] = [p.label for p in chosen]
     if len(chosen):
-        same = ci.evaluate(ci.scan(model, disc, chosen, intervention=ci.patch("noise"), progress=False),
-                           ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        same = _noise_test(model, disc, chosen, B)
         out["same_data_verdicts"] = same.table["verdict"].value_counts().to_dict()
-        eff_c = ci.scan(model, conf, chosen, intervention=ci.patch("noise"), progress=False)
-        ev_c = ci.evaluate(eff_c, ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        ev_c = _noise_test(model, conf, chosen, B)
         out["confirmation"] = _rows(ev_c)
         out["confirmation_counts"] = ev_c.table["verdict"].value_counts().to_dict()
     # targeted: the heads a node scan supports on discovery, and the paths among them (a smaller family)
     heads = _heads(model, range(model.n_layers))
-    node = ci.evaluate(ci.scan(model, disc, heads, intervention=ci.patch("noise"), progress=False),
-                       ci.claims.has_effect(), n_resamples=B)
+    node = _noise_test(model, disc, heads, B)
     found = [heads.explicit[i] for i, v in enumerate(node.table["verdict"]) if v == "supported"]
     out["targeted_heads"] = [s.label for s in found]
     targeted = [ci.sites.Path((s,), (ci.Site(via, r.layer, r.head),)) for s in found for r in found
                 if r.layer > s.layer for via in "qkv"] + [ci.sites.Path((s,), ("logits",)) for s in found]
     out["targeted_n_paths"] = len(targeted)
     if targeted:
-        ev_t = ci.evaluate(ci.scan(model, disc, ci.sites.paths(targeted), intervention=ci.patch("noise"),
-                                   progress=False), ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+        ev_t = _noise_test(model, disc, ci.sites.paths(targeted), B)
         out["targeted_discovery_counts"] = ev_t.table["verdict"].value_counts().to_dict()
         chosen_t = ev_t.significant_sites()
         out["targeted_chosen"] = [p.label for p in chosen_t]
         if len(chosen_t):
-            ev_tc = ci.evaluate(ci.scan(model, conf, chosen_t, intervention=ci.patch("noise"), progress=False),
-                                ci.claims.has_effect(), alpha=ALPHA, n_resamples=B)
+            ev_tc = _noise_test(model, conf, chosen_t, B)
             out["targeted_confirmation"] = _rows(ev_tc)
     # faithfulness curve of the heads, ranked on discovery (noise patching at every position), on confirmation
     ranking = [heads.explicit[i] for i in np.argsort(-np.abs(node.table["estimate"].to_numpy()), kind="stable")]

@@ -6,7 +6,7 @@ import torch
 import causalinterp as ci
 from causalinterp.circuits import CircuitError, curve_from_values, node_universe
 from causalinterp.engine.compile import random_site_sets
-from causalinterp.spec.sites import ALL, Site
+from causalinterp.spec.sites import Site
 
 from conftest import build_hf, random_data
 from reference import logit_diff, read, run_patched
