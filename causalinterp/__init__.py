@@ -38,6 +38,7 @@ models.register_scheme("testbed", _load_testbed)
 # Path sites live in spec/paths.py (which builds on spec/sites.py) and are offered as ci.sites.path etc.
 for _name in ("path", "paths", "Path", "PathSet"):
     setattr(sites, _name, getattr(_paths, _name))
+sites.SITE_READERS["senders"] = _paths.Path.from_dict   # a path's dict (result files) reads back as a Path
 # Feature sites (spec.features builds on spec.sites): ci.sites.subspace / sae_features, and Site.from_dict for them.
 sites.subspace, sites.sae_features = features.subspace, features.sae_features
 sites.SITE_READERS["feature"] = _spec_features.site_from_dict

@@ -171,3 +171,14 @@ def test_embedding_noise_corrupt_run_reaches_paths():
     np.testing.assert_allclose(path.values, node.values, atol=TOL)
     both = ci.scan(model, data, ci.sites.paths([Path((Site("head_out", 0, 1),), (Site("q", 1, 2),))]), progress=False)
     assert np.abs(both.values[:, 0] - both.corrupt).max() > 5 * TOL
+
+
+def test_path_results_round_trip_through_json(tmp_path):
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=4, T=5)
+    eff = ci.scan(model, data, ci.sites.path([Site("head_out", 0, 1)], [(1, 2)], via="k"), progress=False)
+    r = ci.Result(name="path", hypothesis={}, evaluation=ci.evaluate(eff, ci.claims.has_effect(), n_resamples=99),
+                  effects=eff)
+    back = ci.Result.from_json(r.to_json(tmp_path / "r.json"))
+    assert back.effects.sites == eff.sites and isinstance(back.effects.sites[0], Path)
+    np.testing.assert_array_equal(back.effects.values, eff.values)
