@@ -323,6 +323,17 @@ def _cached_plain(cache: dict | None, model: Model, tokens, read_pos, keys, rows
     return {k: entry["acts"][k] for k in keys}, entry["logits"]
 
 
+def baseline_metrics(metric: Metric, data: ContrastSet, clean_logits, corrupt_logits):
+    """(answer, wrong, clean metric, corrupt metric) of the unpatched runs, checked finite (node and path scans)."""
+    answer = torch.tensor(data.answer)
+    wrong = torch.tensor(data.wrong) if data.wrong is not None else None
+    clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
+    corrupt_metric = metric.compute(corrupt_logits, answer, wrong, clean_logits).numpy()
+    check_finite(clean_metric, "the clean run")
+    check_finite(corrupt_metric, "the corrupt run")
+    return answer, wrong, clean_metric, corrupt_metric
+
+
 def check_finite(x: np.ndarray, where: str) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
@@ -411,12 +422,7 @@ def prepare(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | Non
     emb_path = embedding_module(model) if noise is not None else None
     corrupt_cache, corrupt_logits = _cached_plain(cache, model, corrupt_tok, read_pos, sorted(set(corrupt_keys)),
                                                   the_plan.base_rows, noise, emb_path)
-    answer = torch.tensor(data.answer)
-    wrong = torch.tensor(data.wrong) if data.wrong is not None else None
-    clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
-    corrupt_metric = metric.compute(corrupt_logits, answer, wrong, clean_logits).numpy()
-    check_finite(clean_metric, "the clean run")
-    check_finite(corrupt_metric, "the corrupt run")
+    answer, wrong, clean_metric, corrupt_metric = baseline_metrics(metric, data, clean_logits, corrupt_logits)
 
     base_cache = corrupt_cache if intervention.base_run == "corrupt" else clean_cache
     source = {"denoise": clean_cache, "noise": corrupt_cache}.get(kind)

@@ -30,7 +30,7 @@ from ..spec.paths import LOGITS, Path, PathSet
 from ..spec.sites import ALL, Site, SiteError, check_distinct
 from . import plan as P
 from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _means, _resample_sources, _site_positions,
-                      check_finite, model_shape, read_positions)
+                      baseline_metrics, check_finite, model_shape, read_positions)
 from .effects import Effects
 from .unit import _Group, _run_patched, embedding_module, keep_index, logits_at, trace_kwargs
 
@@ -237,12 +237,7 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
     base_noise = (noise, emb_path) if base_run == "corrupt" else (None, None)
     (base_cache, _), (src_cache, _) = got[base_run], got[src_run]
     clean_logits, corrupt_logits = got["clean"][1], got["corrupt"][1]
-    answer = torch.tensor(data.answer)
-    wrong = torch.tensor(data.wrong) if data.wrong is not None else None
-    clean_metric = metric.compute(clean_logits, answer, wrong, clean_logits).numpy()
-    corrupt_metric = metric.compute(corrupt_logits, answer, wrong, clean_logits).numpy()
-    check_finite(clean_metric, "the clean run")
-    check_finite(corrupt_metric, "the corrupt run")
+    answer, wrong, clean_metric, corrupt_metric = baseline_metrics(metric, data, clean_logits, corrupt_logits)
 
     _check_logit_readout(model, paths, base_cache, read_pos, clean_logits if base_run == "clean" else corrupt_logits)
 
