@@ -56,7 +56,7 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     from ..spec.paths import is_path_spec
     if is_path_spec(sites):  # path sites (ci.sites.path): their own two-pass unit, see engine/paths.py
         from .paths import scan_paths
-        if checkpoint is not None or executor is not None:
+        if checkpoint is not None or (executor is not None and not isinstance(executor, LocalExecutor)):
             raise ScanError("path sites run in this process only (no checkpoint= or executor= yet); drop those "
                             "arguments for a path scan")
         return scan_paths(model, data, sites, intervention=intervention, metric=metric, joint=joint,

@@ -22,6 +22,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Di
 from pydantic_core import PydanticCustomError
 
 from . import features as _features
+from . import paths as _paths
 from . import sites as _sites
 from .claims import Claim
 from .corruption import EmbeddingNoise
@@ -36,7 +37,8 @@ from .schema import (Alpha, Bool, Correction, Float, Int, Name, NonNegInt, Posit
                      keys_checked)
 from .sites import HEAD_COMPONENTS, Component, Site, SiteSet
 
-__all__ = ["load_hypotheses", "hypothesis_json_schema", "validate", "SitesSpec", "ClaimSpec", "InterventionSpec",
+__all__ = ["load_hypotheses", "hypothesis_json_schema", "validate", "SitesSpec", "HypothesisSitesSpec", "ClaimSpec",
+           "InterventionSpec",
            "MetricSpec", "ContrastSetSpec", "DataSpec", "HypothesisSpec"]
 
 
@@ -156,6 +158,10 @@ class _SAE(_Strict):
 
 
 def _sites_tag(v) -> str:
+    if isinstance(v, dict) and "path" in v:
+        return "<path>"
+    if isinstance(v, dict) and "paths" in v:
+        return "<paths>"
     if isinstance(v, dict) and "subspace" in v:
         return "<subspace>"
     if isinstance(v, dict) and "sae" in v:
@@ -171,6 +177,96 @@ SitesSpec = Annotated[Union[Annotated[_Grid, Tag("<grid>")], Annotated[_List, Ta
                             Annotated[_Pairs, Tag("<pairs>")], Annotated[_Subspace, Tag("<subspace>")],
                             Annotated[_SAE, Tag("<sae>")]],
                       Discriminator(_sites_tag), AfterValidator(lambda m: m.build())]
+
+
+# path sites (causalinterp.spec.paths): senders and receivers are written like node sites
+def _path_error(e: Exception, field: str):
+    return PydanticCustomError("path_site", "{msg}", {"msg": str(e), "field": field})
+
+
+def _named_receiver(v):
+    if isinstance(v, str) and v != "logits":
+        raise PydanticCustomError("path_site", "receivers {v}: the only named receiver is 'logits'{hint}; give heads "
+                                  "({heads} with via: q, k or v) or MLPs ({mlps})",
+                                  {"v": repr(v), "hint": did_you_mean(v, ["logits"]),
+                                   "heads": "{heads: [[layer, head]]}", "mlps": "{component: mlp_out, layers: [...]}"})
+    return v
+
+
+def _head_receivers(x) -> bool:
+    """Whether receivers (a SiteSet) name heads by their output (head_out), which need via: q, k or v."""
+    if isinstance(x, str):
+        return False
+    return x.component == "head_out" or any(s.component == "head_out" for s in x.explicit)
+
+
+class _PathBody(_Strict):
+    what: ClassVar[str] = "path (senders, receivers, via)"
+    senders: SitesSpec
+    receivers: Annotated[Union[Literal["logits"], SitesSpec], BeforeValidator(_named_receiver)]
+    via: Optional[Literal["q", "k", "v"]] = None
+
+    @model_validator(mode="after")
+    def _via(self):
+        if self.via is None and _head_receivers(self.receivers):
+            raise PydanticCustomError("path_site", "head receivers take the path through their query, key or value "
+                                      "input: add via: q, k or v", {"field": "via"})
+        if self.via is not None and not _head_receivers(self.receivers):
+            raise PydanticCustomError("path_site", "via applies to head receivers ({heads}); drop it for "
+                                      "'logits' or MLP receivers", {"heads": "{heads: [[layer, head]]}",
+                                                                     "field": "via"})
+        return self
+
+    def build_set(self) -> "_paths.PathSet":
+        """Every (sender, receiver) pair, one column each (`ci.sites.path`)."""
+        try:
+            return _paths.path(self.senders, self.receivers, self.via)
+        except _sites.SiteError as e:
+            raise PydanticCustomError("path_site", "{msg}", {"msg": str(e), "field": "path"}) from None
+
+    def build_one(self, where: str) -> "_paths.Path":
+        """One path from all senders to all receivers (a `ci.sites.Path`); grids must be explicit lists here."""
+        def explicit(x, what):
+            if isinstance(x, str):
+                return (x,)
+            if not x.explicit:
+                raise PydanticCustomError("path_site", "an entry of paths lists its {what} (e.g. {example}), not a "
+                                          "grid; use path: for a grid of sender x receiver pairs",
+                                          {"what": what, "example": "{heads: [[0, 1]]} or {sites: [...]}",
+                                           "field": f"{where}.{what}"})
+            return x.explicit
+        receivers = explicit(self.receivers, "receivers")
+        if self.via is not None:
+            receivers = tuple(_sites.Site(self.via, r.layer, r.head, r.position)
+                              if r.component == "head_out" else r for r in receivers)
+        try:
+            return _paths.Path(explicit(self.senders, "senders"), receivers)
+        except _sites.SiteError as e:
+            raise PydanticCustomError("path_site", "{msg}", {"msg": str(e), "field": where}) from None
+
+
+class _PathSites(_Strict):
+    what: ClassVar[str] = "sites (a path: path: {senders, receivers, via})"
+    path: _PathBody
+
+    def build(self) -> "_paths.PathSet":
+        return self.path.build_set()
+
+
+class _PathList(_Strict):
+    what: ClassVar[str] = "sites (explicit paths: paths: [{senders, receivers, via}, ...])"
+    paths: Annotated[list[_PathBody], at.MinLen(1)]
+
+    def build(self) -> "_paths.PathSet":
+        return _paths.paths([p.build_one(f"paths.{i}") for i, p in enumerate(self.paths)])
+
+
+# a hypothesis's sites: node sites or path sites
+HypothesisSitesSpec = Annotated[Union[Annotated[_Grid, Tag("<grid>")], Annotated[_List, Tag("<list>")],
+                                      Annotated[_Pairs, Tag("<pairs>")], Annotated[_Subspace, Tag("<subspace>")],
+                                      Annotated[_SAE, Tag("<sae>")], Annotated[_PathSites, Tag("<path>")],
+                                      Annotated[_PathList, Tag("<paths>")]],
+                                Discriminator(_sites_tag), AfterValidator(lambda m: m.build())]
 
 # ----------------------------------------------------------------------------- intervention, metric, claim
 
@@ -321,7 +417,7 @@ class HypothesisSpec(_Strict):
     description: Str = ""
     model: Optional[Str] = None
     data: DataSpec
-    sites: SitesSpec
+    sites: HypothesisSitesSpec
     claim: ClaimSpec
     intervention: InterventionSpec = "denoise"
     metric: MetricSpec = "logit_diff"
@@ -356,7 +452,12 @@ class HypothesisSpec(_Strict):
                           corruption=None if self.corruption is None else self.corruption.build())
 
 
-def _explicit_or_grid(ss: SiteSet):
+def _explicit_or_grid(ss):
+    if isinstance(ss, _paths.PathSet):  # the senders' and receivers' positions
+        if ss.explicit:
+            return [s for p in ss.explicit for s in p.senders + p.receivers if isinstance(s, Site)]
+        return [s for part in (ss.senders, ss.receivers) if not isinstance(part, str)
+                for s in _explicit_or_grid(part)]
     if ss.explicit:
         return list(ss.explicit)
     return [Site("resid_pre", 0, None, p) for p in (ss.positions or ())]

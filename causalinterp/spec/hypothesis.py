@@ -110,9 +110,15 @@ class Hypothesis:
             raise HypothesisError("data must be a ContrastSet or a task reference, e.g. DataRef('ioi', n=64)")
         if isinstance(self.sites, (tuple, list)) and self.sites and all(isinstance(s, Site) for s in self.sites):
             object.__setattr__(self, "sites", explicit(self.sites))   # e.g. evaluation.significant_sites()
-        if not isinstance(self.sites, SiteSet):
-            raise HypothesisError("sites must come from ci.sites (e.g. ci.sites.heads([(1, 2)]); for sites an evaluation "
-                                  "chose, ci.sites.explicit(evaluation.significant_sites()))")
+        from .paths import Path, PathSet, paths
+        if isinstance(self.sites, Path):
+            object.__setattr__(self, "sites", paths([self.sites]))
+        elif isinstance(self.sites, (tuple, list)) and self.sites and all(isinstance(p, Path) for p in self.sites):
+            object.__setattr__(self, "sites", paths(self.sites))
+        if not isinstance(self.sites, (SiteSet, PathSet)):
+            raise HypothesisError("sites must come from ci.sites (e.g. ci.sites.heads([(1, 2)]), or path sites from "
+                                  "ci.sites.path(...); for sites an evaluation chose, "
+                                  "ci.sites.explicit(evaluation.significant_sites()))")
         if not isinstance(self.claim, Claim):
             raise HypothesisError("claim must come from ci.claims (e.g. ci.claims.recovers(at_least=0.5))")
         if not isinstance(self.intervention, Intervention):

@@ -152,6 +152,41 @@ class PathSet:
         return paths
 
 
+    def to_dict(self) -> dict:
+        """The hypothesis-file form: ``{path: {senders, receivers, via}}`` or ``{paths: [{senders, receivers}]}``."""
+        if self.explicit:
+            return {"paths": [{"senders": _sites_dict(p.senders), "receivers": _sites_dict(p.receivers)}
+                              for p in self.explicit]}
+        return {"path": {"senders": _sites_dict(self.senders), "receivers": _sites_dict(self.receivers),
+                         **({"via": self.via} if self.via is not None else {})}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PathSet":
+        """Inverse of `to_dict`, validated like a hypothesis file's ``sites:``."""
+        from .schema import spec_files
+        files = spec_files()
+        out = files.validate(files.HypothesisSitesSpec, d, SiteError, "sites")
+        if not isinstance(out, PathSet):
+            raise SiteError("sites: expected path sites ({path: {senders, receivers, via}} or {paths: [...]})")
+        return out
+
+
+def _sites_dict(x):
+    """The file form of senders or receivers: a SiteSet's own form, ``{sites: [...]}`` or ``"logits"``."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, SiteSet):
+        return x.to_dict()
+    if isinstance(x, Site):
+        return {"sites": [x.to_dict()]}
+    items = tuple(x)
+    if items == (LOGITS,):
+        return LOGITS
+    if items and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):  # [(layer, head)] receivers
+        return {"heads": [[int(l), int(h)] for l, h in items]}
+    return {"sites": [s.to_dict() for s in items]}
+
+
 def _resolve(x, n_layers, n_heads, seq_lens, named) -> tuple:
     x = _sites(x, "senders")
     if isinstance(x, SiteSet):
@@ -198,7 +233,11 @@ def path(senders, receivers, via: str | None = None) -> PathSet:
     """
     if via is not None and via not in ("q", "k", "v"):
         raise SiteError(f"via must be 'q', 'k' or 'v' (the head input the path acts through), got {via!r}")
-    _sites(senders, "senders")
+    given = _sites(senders, "senders")
+    comps = {given.component} if isinstance(given, SiteSet) else {s.component for s in given}
+    for c in sorted(comps - set(SENDER_COMPONENTS)):
+        raise SiteError(f"path senders: {c!r} sites cannot send; senders are {', '.join(SENDER_COMPONENTS)} sites "
+                        "(for a head use head_out)")
     return PathSet(senders, receivers, via)
 
 
