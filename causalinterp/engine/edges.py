@@ -1,0 +1,347 @@
+"""Edge ablation: the metric of the clean run with chosen sender -> receiver edges ablated, many circuits at once.
+
+An *edge* is a single-sender, single-receiver `ci.sites.Path`: senders are the embedding (``resid_pre`` of
+layer 0), heads (``head_out``; ``attn_out`` where a head's share is undefined) and MLPs (``mlp_out``);
+receivers are a head's query, key or value input (``q``/``k``/``v``; per key/value group under GQA), an MLP's
+input (``mlp_out``) and ``"logits"``.  In the edge-ablated run every receiver v reads
+
+    x_v = clean stream at v + sum over senders u upstream of v of (c_u - clean_u),
+    c_u = u's actual output in this run if the edge u -> v is kept, u's ablated output if it is removed,
+
+(each term is the sender's contribution to the residual stream), and computes normally from it.  So a
+removed edge feeds v the sender's ablated value while every other route of u still carries its actual
+value, and the actual values themselves come from edge-ablated inputs (as in ACDC, EAP and MIB).
+
+How it runs, per batch of (circuit, prompt) rows and per layer: a *compute pass* writes, for each group of
+receivers with the same removed senders, the stream they read and reads their q/k/v (and parallel MLPs);
+an *attention pass* writes every head's recomputed q/k/v and reads the heads' outputs; in sequential
+blocks an *MLP pass* writes the MLP's input stream and reads its output.  Layers whose receivers all read
+the same stream share one pass for the attention.  The logits are the final norm and unembedding of the
+last stream.  Removing every edge out of a node equals ablating the node; removing one edge equals path
+patching that edge (tests/test_edges.py); a hand-written reference checks the rest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..models.adapters import head_index
+from ..models.load import Model
+from ..spec.data import ContrastSet
+from ..spec.paths import LOGITS, Path
+from ..spec.sites import ALL, Site, SiteError
+from . import plan as P
+from .compile import (ScanError, _cached_plain, _check_inputs, _resample_sources, baseline_metrics, check_finite,
+                      model_shape, read_positions)
+from .paths import (_check_head_sender, _check_logit_readout, _compute_pass, _new_values, _sender_delta, _sequential,
+                    enters, reads)
+from .unit import keep_index
+
+__all__ = ["EMBED", "EdgeRun", "edge_universe", "edge_ablated_metrics", "canonical_edges"]
+
+EMBED = Site("resid_pre", 0, None, ALL)
+SENDERS = ("resid_pre", "head_out", "attn_out", "mlp_out")
+RECEIVERS = ("q", "k", "v", "mlp_out")
+
+
+def _heads_have_shares(model: Model, layer: int) -> bool:
+    try:
+        _check_head_sender(model, Site("head_out", layer, 0, ALL))
+        return True
+    except SiteError:
+        return False
+
+
+def _receivers(model: Model, layer: int) -> list:
+    """The receivers of a layer in execution order: q of every head, k and v of every key/value group, the MLP."""
+    group = model.n_heads // model.n_kv_heads
+    out = [Site("q", layer, h, ALL) for h in range(model.n_heads)]
+    out += [Site(c, layer, g * group, ALL) for c in "kv" for g in range(model.n_kv_heads)]
+    return out + [Site("mlp_out", layer, None, ALL)]
+
+
+def _senders(model: Model, layer: int) -> list:
+    if _heads_have_shares(model, layer):
+        heads = [Site("head_out", layer, h, ALL) for h in range(model.n_heads)]
+    else:
+        heads = [Site("attn_out", layer, None, ALL)]
+    return heads + [Site("mlp_out", layer, None, ALL)]
+
+
+def edge_universe(model: Model, embed: bool = True) -> tuple[Path, ...]:
+    """Every edge of `model`: each sender (embedding, heads, MLPs) to each receiver downstream of it.
+
+    Ordered by receiver (execution order), then sender.  Heads are senders through their share of the
+    attention output; families with a norm after attention (no per-head share) use ``attn_out`` instead.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> edges = ci.circuits.edge_universe(ci.load_model("testbed:induction"))
+        >>> len(edges), edges[0].label
+        (110, 'resid_pre L0 @all -> q L0.H0 @all')
+    """
+    senders = ([EMBED] if embed else []) + [s for layer in range(model.n_layers) for s in _senders(model, layer)]
+    receivers = [r for layer in range(model.n_layers) for r in _receivers(model, layer)] + [LOGITS]
+    out = []
+    for r in receivers:
+        state = reads(model, r)[0]
+        out += [Path((s,), (r,)) for s in senders if enters(model, s) <= state]
+    return tuple(out)
+
+
+def canonical_edges(model: Model, edges) -> tuple[Path, ...]:
+    """`edges` checked as single sender -> single receiver edges at every position; a key/value receiver of a
+    query head becomes its key/value group's first head (all heads of a group read the same keys/values)."""
+    group = model.n_heads // model.n_kv_heads
+    out = []
+    for e in edges:
+        if not isinstance(e, Path):
+            raise SiteError(f"edge {e!r} is not a ci.sites.Path (build edges with ci.sites.path(senders, receivers))")
+        if len(e.senders) != 1 or len(e.receivers) != 1:
+            raise SiteError(f"edge {e.label} has {len(e.senders)} senders and {len(e.receivers)} receivers; an edge "
+                            "has one of each (ci.sites.path(senders, receivers) gives one edge per pair)")
+        (s,), (r,) = e.senders, e.receivers
+        if s.component not in SENDERS or (s.component == "resid_pre" and s.layer != 0) or s.position != ALL:
+            raise SiteError(f"edge {e.label}: an edge's sender is the embedding (resid_pre L0), a head (head_out), "
+                            "attn_out or mlp_out, at every position (position='all')")
+        if s.component == "head_out" and not _heads_have_shares(model, s.layer):
+            _check_head_sender(model, s)      # raises with the reason
+        if s.component == "attn_out" and _heads_have_shares(model, s.layer):
+            raise SiteError(f"edge {e.label}: in this model attention's output splits into heads; use head_out "
+                            "senders (an attn_out sender would count the heads twice)")
+        if r != LOGITS:
+            if r.component not in RECEIVERS or r.position != ALL:
+                raise SiteError(f"edge {e.label}: an edge's receiver is a head's q, k or v, an MLP (mlp_out, its "
+                                "input) or 'logits', at every position (position='all')")
+            if r.component in "kv":
+                r = Site(r.component, r.layer, head_index(r.component, r.head, model.n_heads, model.n_kv_heads)
+                         * group, ALL)
+            model.location(r.component, r.layer)
+        model.location(s.component, s.layer)
+        if enters(model, s) > reads(model, r)[0]:
+            raise SiteError(f"edge {e.label}: the sender writes to the residual stream after the receiver reads it, "
+                            "so there is no such edge")
+        out.append(Path((s,), (r,)))
+    if len(set(out)) != len(out):
+        raise SiteError("the edges list the same edge twice (key/value receivers of one GQA group are one edge)")
+    return tuple(out)
+
+
+class EdgeRun:
+    """Per-prompt metric of edge-ablated runs: ``metrics(columns)`` -> [n_prompts, n_columns].
+
+    Built once per (model, data, edges, ablation): caches the clean run, the ablated value of every
+    sender and the unpatched metrics; each column is a set of indices into `edges` that are removed.
+    """
+
+    def __init__(self, model, data: ContrastSet, edges, intervention, metric=None, *, batch_size=None,
+                 memory_budget="2GB", cache: dict | None = None):
+        model, intervention, metric = _check_inputs(model, data, intervention, metric, 0)
+        if intervention.base_run != "clean":
+            raise ScanError("edge ablation ablates the clean run: use ci.ablate('mean' | 'zero' | 'resample') or "
+                            "ci.patch('noise') (corrupt activations), not a denoising patch")
+        if model.remote:
+            raise ScanError("edge ablation runs locally only (it writes per-receiver streams); load the model locally")
+        self.model, self.data, self.intervention, self.metric = model, data, intervention, metric
+        self.edges = canonical_edges(model, edges)
+        self.senders = list(dict.fromkeys(e.senders[0] for e in self.edges))
+        self.sender_index = {s: j for j, s in enumerate(self.senders)}
+        self.edge_parts = [(self.sender_index[e.senders[0]], e.receivers[0]) for e in self.edges]
+        n, T = data.n, max(data.lengths)
+        self.read_pos = read_positions(data, metric)
+        L = model.n_layers
+        self.sequential = [_sequential(model, layer) for layer in range(L)]
+        self.heads_split = [_heads_have_shares(model, layer) for layer in range(L)]
+
+        keys = {("resid_pre", layer) for layer in range(L)} | {("resid_post", L - 1)}
+        keys |= {("resid_mid", layer) for layer in range(L) if self.sequential[layer]}
+        keys |= {("attn_out", layer) for layer in range(L)} | {("mlp_out", layer) for layer in range(L)}
+        keys |= {("head_out", layer) for layer in range(L) if self.heads_split[layer]}
+        shape = model_shape(model)
+        self.per_row = P.bytes_per_row(shape, T, len(torch.unique(self.read_pos)))
+        fixed = P.cache_bytes(shape, n, T, len(keys) + len(self.senders))
+        self.budget, self.fixed = P.parse_bytes(memory_budget), fixed
+        base_rows = P.rows_per_pass(n, self.per_row, fixed, self.budget, batch_size, model.device.type == "cpu")
+        self.batch_size = batch_size
+        kind = intervention.kind
+        src_run = "corrupt" if kind == "noise" else intervention.reference
+        self.clean, clean_logits = _cached_plain(cache, model, data.tokens("clean"), self.read_pos, sorted(keys),
+                                                 base_rows)
+        sender_keys = sorted({(s.component, s.layer) for s in self.senders})
+        if src_run == "clean":
+            source = self.clean
+            corrupt_logits = _cached_plain(cache, model, data.tokens("corrupt"), self.read_pos, [], base_rows)[1]
+        else:
+            source, corrupt_logits = _cached_plain(cache, model, data.tokens("corrupt"), self.read_pos, sender_keys,
+                                                   base_rows)
+        self.answer, self.wrong, self.clean_metric, self.corrupt_metric = baseline_metrics(
+            metric, data, clean_logits, corrupt_logits)
+        self.clean_logits = clean_logits
+        _check_logit_readout(model, [Path((EMBED,), (LOGITS,))], self.clean, self.read_pos, clean_logits)
+
+        # each sender's ablated contribution minus its clean contribution: [n, T, d]
+        resample_from = (_resample_sources(n, len(self.senders), intervention.seed, data.lengths)
+                         if kind == "resample" else None)
+        lengths = torch.tensor(data.lengths)
+        self.ablated = []
+        for j, s in enumerate(self.senders):
+            base_acts = self.clean[(s.component, s.layer)]
+            new = _new_values(kind, s, j, None, base_acts, source, data, resample_from, lengths)
+            if s.head is not None:
+                new = new[..., s.head, :]
+            self.ablated.append(_sender_delta(model, s, base_acts, new, None))
+        self.tokens = data.tokens("clean")
+        self.multiplier = float(getattr(model.config, "residual_multiplier", 1.0) or 1.0)
+
+    # --- one batch of rows ---------------------------------------------------------------------------
+    def _removed(self, columns) -> list[dict]:
+        """Per column: receiver -> frozenset of removed sender indices."""
+        out = []
+        for col in columns:
+            d: dict = {}
+            for i in col:
+                j, r = self.edge_parts[i]
+                d.setdefault(r, set()).add(j)
+            out.append({r: frozenset(v) for r, v in d.items()})
+        return out
+
+    def _stream(self, key, prompts, delta, removed_rows, actual):
+        """The stream a receiver group reads: clean stream + actual change - (actual - ablated) of removed senders."""
+        x = self.clean[key][prompts].float() + delta
+        for j in removed_rows:
+            x -= actual.get(j, 0.0) - self.ablated[j][prompts]
+        return x
+
+    def _rows(self, cols: np.ndarray, prompts: np.ndarray, removed: list[dict]) -> np.ndarray:
+        """Metric values of (column, prompt) rows."""
+        model, L, H = self.model, self.model.n_layers, self.model.n_heads
+        m, T, d = len(cols), self.tokens.shape[1], model.d_model
+        pt = torch.as_tensor(prompts)
+        toks = self.tokens[pt]
+        keep = keep_index(self.read_pos[pt])[0]
+        delta = torch.zeros(m, T, d)                 # actual - clean stream, accumulated layer by layer
+        actual: dict = {}                            # sender index -> [m, T, d] actual - clean contribution
+        empty = frozenset()
+
+        def removed_of(k, r, upto_state=None):
+            return removed[cols[k]].get(r, empty)
+
+        def stream_rows(key, groups_of_row):
+            """Expanded rows: one per (row, distinct removed set); returns stream [E, T, d] and row/set index."""
+            xs, where = [], {}
+            for k in range(m):
+                for g in groups_of_row[k]:
+                    if (k, g) in where:
+                        continue
+                    where[(k, g)] = len(where)
+                    x = self.clean[key][prompts[k]].float() + delta[k]
+                    for j in g:
+                        x = x - (actual[j][k] if j in actual else 0.0) + self.ablated[j][prompts[k]]
+                    xs.append(x)
+            return torch.stack(xs), where
+
+        for layer in range(L):
+            recv = _receivers(model, layer)
+            attn_recv = [r for r in recv if r.component in "qkv"]
+            parallel_mlp = not self.sequential[layer]
+            pre_recv = attn_recv + ([recv[-1]] if parallel_mlp else [])
+            groups = [[removed_of(k, r) for r in pre_recv] for k in range(m)]
+            key = ("resid_pre", layer)
+            one_set = all(len(set(g)) == 1 for g in groups)
+            reads_ = {("attn_out", layer): [None]}
+            if self.heads_split[layer]:
+                reads_[("head_out", layer)] = [None]
+            if one_set:    # every receiver of a row reads the same stream: one pass for attention (and MLP)
+                x, where = stream_rows(key, [[g[0]] for g in groups])
+                if parallel_mlp:
+                    reads_[("mlp_out", layer)] = [None]
+                out = _compute_pass(model, toks, keep, {key: x}, reads_)
+            else:
+                x, where = stream_rows(key, [list(dict.fromkeys(g)) for g in groups])
+                exp_rows = torch.tensor([where[(k, g)] for k in range(m) for g in groups[k]]).reshape(m, -1)
+                qkv_reads = {(c, layer): [None] for c in "qkv"}
+                if parallel_mlp:
+                    qkv_reads[("mlp_out", layer)] = [None]
+                got = _compute_pass(model, toks[[k for k, _ in where]], keep, {key: x}, qkv_reads)
+                writes = {}
+                for c in "qkv":
+                    full = got[(c, layer, None)]
+                    new = full[exp_rows[:, 0]].clone()
+                    for i, r in enumerate(attn_recv):
+                        if r.component == c:
+                            h = head_index(c, r.head, H, model.n_kv_heads)
+                            new[:, :, h] = full[exp_rows[:, i], :, h]
+                    writes[(c, layer)] = new
+                out = _compute_pass(model, toks, keep, writes, reads_)
+                if parallel_mlp:
+                    out[("mlp_out", layer, None)] = got[("mlp_out", layer, None)][exp_rows[:, -1]]
+            attn_change = (out[("attn_out", layer, None)].float() - self.clean[("attn_out", layer)][pt].float())
+            attn_change = attn_change * self.multiplier
+            if self.heads_split[layer]:
+                self._head_changes(layer, out[("head_out", layer, None)], pt, actual)
+            elif (j := self.sender_index.get(Site("attn_out", layer, None, ALL))) is not None:
+                actual[j] = attn_change
+            if not parallel_mlp:
+                delta = delta + attn_change
+                mlp = recv[-1]
+                x, _ = stream_rows(("resid_mid", layer), [[removed_of(k, mlp)] for k in range(m)])
+                out = _compute_pass(model, toks, keep, {("resid_mid", layer): x}, {("mlp_out", layer): [None]})
+            mlp_change = (out[("mlp_out", layer, None)].float() - self.clean[("mlp_out", layer)][pt].float())
+            mlp_change = mlp_change * self.multiplier
+            if (j := self.sender_index.get(Site("mlp_out", layer, None, ALL))) is not None:
+                actual[j] = mlp_change
+            delta = delta + mlp_change + (attn_change if parallel_mlp else 0.0)
+
+        from ..lens import final_logits
+        final = ("resid_post", L - 1)
+        x, _ = stream_rows(final, [[removed_of(k, LOGITS)] for k in range(m)])
+        rp = self.read_pos[pt]
+        resid = x[torch.arange(m), rp].to(self.clean[final].dtype)
+        picked = final_logits(model, resid).float().cpu()
+        wrong = self.wrong[pt] if self.wrong is not None else None
+        return self.metric.compute(picked, self.answer[pt], wrong, self.clean_logits[pt]).numpy()
+
+    def _head_changes(self, layer: int, heads: torch.Tensor, pt, actual: dict) -> None:
+        """Each sender head's actual - clean contribution, through the attention output projection."""
+        base = self.clean[("head_out", layer)][pt]
+        for h in range(self.model.n_heads):
+            j = self.sender_index.get(Site("head_out", layer, h, ALL))
+            if j is not None:
+                actual[j] = _sender_delta(self.model, self.senders[j], base, heads[:, :, h], None)
+
+    def metrics(self, columns, progress: bool = False) -> np.ndarray:
+        """[n_prompts, n_columns]: the metric with each column's edges (indices into `edges`) removed."""
+        n = self.data.n
+        cols = [tuple(sorted(set(int(i) for i in c))) for c in columns]
+        for c, col in enumerate(cols):
+            if col and not (0 <= col[0] and col[-1] < len(self.edges)):
+                raise ScanError(f"columns[{c}] has an edge index outside 0..{len(self.edges) - 1}")
+        removed = self._removed(cols)
+        widest = max(len(_receivers(self.model, 0)), 1)
+        rows = P.rows_per_pass(len(cols) * n, self.per_row * widest, self.fixed, self.budget, self.batch_size,
+                               self.model.device.type == "cpu")
+        if self.batch_size is None:
+            rows = max(1, rows // widest) if self.model.device.type == "cpu" else rows
+        rows_all = np.arange(len(cols) * n)
+        values = np.full(len(rows_all), np.nan)
+        from tqdm.auto import tqdm
+        with tqdm(total=len(rows_all), disable=not progress, desc=f"edge circuits {len(cols)} x {n} prompts",
+                  unit="row") as bar:
+            for r0, r1 in P.chunks(len(rows_all), rows):
+                values[r0:r1] = self._rows(rows_all[r0:r1] // n, rows_all[r0:r1] % n, removed)
+                bar.update(r1 - r0)
+        table = values.reshape(len(cols), n).T
+        check_finite(table, "the edge-ablated runs")
+        return table
+
+
+def edge_ablated_metrics(model, data, edges, columns, intervention, metric=None, *, batch_size=None,
+                         memory_budget="2GB", cache=None, progress=False):
+    """Per-prompt metric with each column's edges removed: ([n_prompts, n_columns], the `EdgeRun`).
+
+    `columns` are tuples of indices into `edges` (the removed edges); an empty column is the clean run
+    (up to float rounding of the recomputation).
+    """
+    run = EdgeRun(model, data, edges, intervention, metric, batch_size=batch_size, memory_budget=memory_budget,
+                  cache=cache)
+    return run.metrics(columns, progress=progress), run
