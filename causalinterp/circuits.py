@@ -1,4 +1,4 @@
-"""Circuits: a set of nodes of a model, how faithful it is (with CIs), and faithfulness curves (MIB CPR/CMD).
+"""Circuits: nodes or edges of a model, how faithful they are (with CIs), and faithfulness curves (MIB CPR/CMD).
 
     circuit = ci.Circuit(nodes=ci.sites.heads([(0, 1), (1, 2)]))
     eff = ci.faithfulness(model, data, circuit, ablation="mean", n_random=100)
@@ -16,8 +16,12 @@ metric m(C), the empty circuit's m(0) and the full model's m(M) -- and faithfuln
 
 so `faithfulness` returns `Effects` with ``values = m(C)``, ``base = m(0)``, ``target = m(M)``: `claims.faithful`
 (a `recovers` claim on that ratio, bootstrap CI by cluster) and `claims.beats_random` (random circuits of the
-same size, ``n_random``) read it like any scan.  Edges (`Path`s) are recorded on a circuit (stability,
-reports), but faithfulness here is node-level: ablating single edges is not implemented yet.
+same size, ``n_random``) read it like any scan.
+
+An *edge circuit* (``Circuit(edges=...)``, single sender -> single receiver `ci.sites.Path`s) works the same
+way over the universe of edges (`edge_universe`: embedding, heads and MLPs to every q/k/v, MLP input and the
+logits downstream): every edge outside the circuit is ablated, i.e. its receiver reads the sender's ablated
+value while the sender's other edges carry its actual one (`causalinterp.engine.edges`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .engine.compile import make_plan, prepare, random_site_sets
+from .engine.edges import EdgeRun, canonical_edges, edge_universe
 from .engine.effects import Effects
 from .engine.unit import run_unit
 from .models.load import Model, load_model
@@ -36,8 +41,8 @@ from .spec.interventions import ablate
 from .spec.paths import Path
 from .spec.sites import ALL, Site, SiteSet
 
-__all__ = ["Circuit", "CircuitError", "FaithfulnessCurve", "MIB_SIZES", "faithfulness", "faithfulness_curve",
-           "node_universe"]
+__all__ = ["Circuit", "CircuitError", "FaithfulnessCurve", "MIB_SIZES", "edge_universe", "faithfulness",
+           "faithfulness_curve", "node_universe", "rank"]
 
 # The circuit sizes of the MIB benchmark, as fractions of the universe (0.1% ... 100%).
 MIB_SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -49,7 +54,10 @@ class CircuitError(ValueError):
 
 @dataclass(frozen=True)
 class Circuit:
-    """A circuit: `nodes` (Sites, e.g. heads and MLPs) and `edges` (`ci.sites.Path`s between them).
+    """A circuit: `nodes` (Sites, e.g. heads and MLPs) or `edges` (single sender -> receiver `ci.sites.Path`s).
+
+    `faithfulness` and `faithfulness_curve` evaluate a circuit of nodes or one of edges (not both at once:
+    the nodes of an edge circuit are the ends of its edges).
 
     Examples:
         >>> import causalinterp as ci
@@ -73,6 +81,8 @@ class Circuit:
                 raise CircuitError(f"edge {i} is {e!r}, not a ci.sites.Path (sender -> receiver)")
         if len(set(nodes)) != len(nodes):
             raise CircuitError("the circuit lists a node twice")
+        if len(set(edges)) != len(edges):
+            raise CircuitError("the circuit lists an edge twice")
         object.__setattr__(self, "nodes", tuple(nodes))
         object.__setattr__(self, "edges", edges)
 
@@ -113,27 +123,63 @@ def node_universe(model: Model, positions=ALL) -> tuple[Site, ...]:
     return tuple(out)
 
 
-def _universe(model: Model, data, universe) -> tuple[Site, ...]:
+def _universe(model: Model, data, universe, edges: bool = False) -> tuple:
+    """The nodes (or, for edge circuits, the canonical edges) a circuit may contain."""
     if universe is None:
-        return node_universe(model)
+        return edge_universe(model) if edges else node_universe(model)
+    if edges:
+        items = universe.resolve(model.n_layers, model.n_heads, data.lengths, data.positions.keys()) \
+            if hasattr(universe, "resolve") else tuple(universe)
+        if not all(isinstance(e, Path) for e in items):
+            raise CircuitError("an edge circuit's universe= is a list of edges (ci.sites.Path); leave it out for "
+                               "every edge of the model (ci.circuits.edge_universe)")
+        return canonical_edges(model, items)
     if isinstance(universe, SiteSet):
         return universe.resolve(model.n_layers, model.n_heads, data.lengths, data.positions.keys())
     return tuple(universe)
 
 
-def _complement(universe: Sequence[Site], nodes) -> tuple[int, ...]:
-    inside = set(nodes)
+def _members(model: Model, circuit: Circuit) -> tuple[tuple, bool]:
+    """(the circuit's members, True for an edge circuit): its nodes, or its edges in canonical form."""
+    if circuit.edges and circuit.nodes:
+        raise CircuitError("faithfulness evaluates a circuit of nodes or a circuit of edges, not both; give "
+                           "Circuit(edges=...) alone (its nodes are the ends of its edges) or Circuit(nodes=...)")
+    if circuit.edges:
+        return canonical_edges(model, circuit.edges), True
+    return circuit.nodes, False
+
+
+def _complement(universe: Sequence, members) -> tuple[int, ...]:
+    inside = set(members)
     return tuple(j for j, s in enumerate(universe) if s not in inside)
 
 
-def _check_nodes(universe, circuit: Circuit) -> None:
-    if circuit.edges:
-        raise CircuitError("faithfulness of edge circuits (ablating single sender -> receiver paths) is not "
-                           "implemented yet; give the circuit as nodes (the heads/MLPs its edges connect)")
-    missing = [s.label for s in circuit.nodes if s not in set(universe)]
+def _check_members(universe, members, edges: bool) -> None:
+    missing = [s.label for s in members if s not in set(universe)]
     if missing:
-        raise CircuitError(f"circuit nodes {missing[:5]} are not in the universe of nodes (default: every head_out "
-                           "and mlp_out at position 'all'); pass universe= with them, or use those sites")
+        what = ("edges", "the universe of edges (default: ci.circuits.edge_universe(model))") if edges else \
+            ("nodes", "the universe of nodes (default: every head_out and mlp_out at position 'all')")
+        raise CircuitError(f"circuit {what[0]} {missing[:5]} are not in {what[1]}; pass universe= with them, or "
+                           "use those sites")
+
+
+def _ablated(model, data, uni, columns, intervention, metric, edges: bool, *, batch_size, memory_budget, cache,
+             progress=False):
+    """Per-prompt metric with each column's universe members ablated ([n, n_columns], with the clean metric for
+    an empty column), and the clean metric [n]."""
+    if edges:
+        run = EdgeRun(model, data, uni, intervention, metric, batch_size=batch_size, memory_budget=memory_budget,
+                      cache=cache)
+        todo = [c for c in dict.fromkeys(tuple(sorted(c)) for c in columns) if c]
+        table = run.metrics(todo, progress=progress) if todo else np.empty((data.n, 0))
+        where = {c: j for j, c in enumerate(todo)}
+        full = run.clean_metric
+        vals = np.column_stack([table[:, where[tuple(sorted(c))]] if c else full for c in columns])
+        return vals, full, run
+    vals, ctx = ablated_metrics(model, data, uni, columns, intervention, metric, batch_size=batch_size,
+                                memory_budget=memory_budget, cache=cache)
+    full = ctx.clean_metric
+    return np.where(np.isnan(vals), full[:, None], vals), full, ctx
 
 
 def ablated_metrics(model: Model, data, universe, columns, intervention, metric=None, *, batch_size=None,
@@ -183,29 +229,29 @@ def faithfulness(model, data, circuit: Circuit, ablation: str = "mean", *, unive
     if not isinstance(circuit, Circuit):
         raise CircuitError(f"circuit must be a ci.Circuit, got {type(circuit).__name__}")
     intervention = ablate(ablation, seed=seed, reference=reference)
-    uni = _universe(model, data, universe)
-    _check_nodes(uni, circuit)
+    members, edges = _members(model, circuit)
+    uni = _universe(model, data, universe, edges)
+    if not uni:
+        raise CircuitError("the universe is empty: nothing could be ablated")
+    _check_members(uni, members, edges)
     everything = tuple(range(len(uni)))
-    columns = [_complement(uni, circuit.nodes), everything]
+    columns = [_complement(uni, members), everything]
     random_sets = []
     if n_random:
-        k = len(circuit.nodes)
-        random_sets = random_site_sets(len(uni), k, int(n_random), seed)
+        random_sets = random_site_sets(len(uni), len(members), int(n_random), seed)
         columns += [_complement(uni, [uni[j] for j in picks]) for picks in random_sets]
-    vals, ctx = ablated_metrics(model, data, uni, columns, intervention, metric, batch_size=batch_size,
-                                memory_budget=memory_budget, cache=cache)
-    full = ctx.clean_metric
-    vals = np.where(np.isnan(vals), full[:, None], vals)   # an empty complement: nothing ablated
+    vals, full, ctx = _ablated(model, data, uni, columns, intervention, metric, edges, batch_size=batch_size,
+                               memory_budget=memory_budget, cache=cache)
     m_c, m_0 = vals[:, 0], vals[:, 1]
     gap = full.mean() - m_0.mean()
     f = float((m_c.mean() - m_0.mean()) / gap) if gap != 0 else float("nan")
-    meta = {"faithfulness": f, "ablation": ablation, "universe_size": len(uni), "circuit_size": len(circuit.nodes),
-            "circuit": circuit.to_dict()}
+    meta = {"faithfulness": f, "ablation": ablation, "universe_size": len(uni), "circuit_size": len(members),
+            "level": "edges" if edges else "nodes", "circuit": circuit.to_dict()}
     if n_random:
         meta["random_sets"] = {"distinct": None, "drawn": len(random_sets),
                                "exhaustive": len(random_sets) < n_random}
     return Effects(values=m_c[:, None].copy(), clean=ctx.clean_metric, corrupt=ctx.corrupt_metric,
-                   sites=circuit.nodes, base=m_0.copy(), target=full.copy(), joint=True, intervention=intervention,
+                   sites=tuple(members), base=m_0.copy(), target=full.copy(), joint=True, intervention=intervention,
                    metric=ctx.metric, clusters=None if data.clusters is None else np.asarray(data.clusters),
                    random_values=vals[:, 2:].copy() if n_random else None, meta=meta)
 
@@ -261,6 +307,26 @@ def _areas(fr: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.trapezoid(f, fr, axis=-1), np.trapezoid(np.abs(1.0 - f), fr, axis=-1)
 
 
+def rank(effects: Effects, absolute: bool = True) -> tuple:
+    """The sites (nodes or edges) of a scan, largest mean effect |mean m(site) - mean m(base)| first (the signed
+    effect with ``absolute=False``; ties keep the scan's order): a ranking for `faithfulness_curve`.  Rank on
+    one half of the prompts, draw the curve on the other.
+
+    Examples:
+        >>> import causalinterp as ci
+        >>> model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(32)
+        >>> eff = ci.scan(model, data, ci.sites.heads([(0, 0), (1, 2)]), intervention=ci.ablate("mean"),
+        ...               progress=False)
+        >>> [s.label for s in ci.circuits.rank(eff)]
+        ['head_out L1.H2 @all', 'head_out L0.H0 @all']
+    """
+    if effects.joint:
+        raise CircuitError("rank orders the sites of a sweep (one column per site), not a joint scan")
+    effect = effects.values.mean(0) - effects.base.mean()
+    size = np.abs(effect) if absolute else effect
+    return tuple(effects.sites[i] for i in np.argsort(-size, kind="stable"))
+
+
 def curve_from_values(values, empty, full, fractions, k, *, clusters=None, n_resamples: int = 2000,
                       confidence_level: float = 0.95, seed: int = 0, ranking=(), meta=None) -> FaithfulnessCurve:
     """The curve's statistics from per-prompt metrics: values [n, K] = m(C_k), empty/full [n].
@@ -297,10 +363,12 @@ def faithfulness_curve(model, data, ranking, ablation: str = "mean", *, sizes=MI
                        n_resamples: int = 2000, confidence_level: float = 0.95, seed: int = 0,
                        reference: str = "corrupt", metric=None, batch_size=None, memory_budget="2GB",
                        cache: dict | None = None) -> FaithfulnessCurve:
-    """Faithfulness of the top-k nodes of `ranking` (most important first) at each size (fractions of the universe).
+    """Faithfulness of the top-k nodes or edges of `ranking` (most important first) at each size (fractions of
+    the universe; `rank` orders a scan's sites).
 
     k = round(fraction x universe size), at least 0; the empty circuit has f = 0 by definition and the
-    whole universe f = 1.  Every size's circuit is one column of one plan (many per forward pass).
+    whole universe f = 1.  Every size's circuit is one column of one run (many per forward pass).  A ranking of
+    edges (`ci.sites.Path`) draws the curve over the universe of edges (`edge_universe` by default).
 
     Examples:
         >>> import causalinterp as ci
@@ -313,13 +381,19 @@ def faithfulness_curve(model, data, ranking, ablation: str = "mean", *, sizes=MI
     if not isinstance(model, Model):
         model = load_model(model)
     intervention = ablate(ablation, seed=seed, reference=reference)
-    uni = _universe(model, data, universe)
     ranking = tuple(ranking.explicit if isinstance(ranking, SiteSet) else ranking)
+    edges = bool(ranking) and all(isinstance(x, Path) for x in ranking)
+    if edges:
+        ranking = canonical_edges(model, ranking)
+    elif any(isinstance(x, Path) for x in ranking):
+        raise CircuitError("the ranking mixes nodes and edges; rank nodes (Sites) or edges (ci.sites.Path)")
+    uni = _universe(model, data, universe, edges)
+    what = "edges" if edges else "nodes"
     missing = [s.label for s in ranking if s not in set(uni)]
     if missing:
-        raise CircuitError(f"ranked nodes {missing[:5]} are not in the universe; pass universe= with them")
+        raise CircuitError(f"ranked {what} {missing[:5]} are not in the universe; pass universe= with them")
     if len(set(ranking)) != len(ranking):
-        raise CircuitError("the ranking lists a node twice")
+        raise CircuitError(f"the ranking lists one of its {what} twice")
     # nodes the ranking leaves out come last, in universe order (they join only at 100%)
     order = list(ranking) + [s for s in uni if s not in set(ranking)]
     fr = np.asarray(sorted(float(f) for f in sizes))
@@ -328,11 +402,9 @@ def faithfulness_curve(model, data, ranking, ablation: str = "mean", *, sizes=MI
     ks = np.array([min(len(uni), int(math.floor(f * len(uni) + 0.5))) for f in fr])
     everything = tuple(range(len(uni)))
     columns = [_complement(uni, order[:k]) for k in ks] + [everything]
-    vals, ctx = ablated_metrics(model, data, uni, columns, intervention, metric, batch_size=batch_size,
-                                memory_budget=memory_budget, cache=cache)
-    full = ctx.clean_metric
-    vals = np.where(np.isnan(vals), full[:, None], vals)
+    vals, full, _ = _ablated(model, data, uni, columns, intervention, metric, edges, batch_size=batch_size,
+                             memory_budget=memory_budget, cache=cache)
     clusters = None if data.clusters is None else np.asarray(data.clusters)
     return curve_from_values(vals[:, :-1], vals[:, -1], full, fr, ks, clusters=clusters, n_resamples=n_resamples,
                              confidence_level=confidence_level, seed=seed, ranking=order,
-                             meta={"ablation": ablation, "universe_size": len(uni)})
+                             meta={"ablation": ablation, "universe_size": len(uni), "level": what})

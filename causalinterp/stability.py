@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .circuits import Circuit
+from .circuits import Circuit, rank
 from .spec.paths import Path
 from .spec.sites import Site
 
@@ -168,9 +168,6 @@ def top_k(model, sites, k: int, *, intervention=None, metric=None, absolute: boo
     from .engine.execute import scan
 
     def discover(d):
-        eff = scan(model, d, sites, intervention=intervention, metric=metric, progress=False)
-        effect = (eff.values - eff.base[:, None]).mean(0)
-        score = np.abs(effect) if absolute else effect
-        order = np.argsort(-score, kind="stable")[:int(k)]
-        return tuple(eff.sites[i] for i in order)
+        return rank(scan(model, d, sites, intervention=intervention, metric=metric, progress=False),
+                    absolute)[:int(k)]
     return discover

@@ -31,7 +31,7 @@ from ..spec.data import ContrastSet
 from ..spec.paths import LOGITS, Path
 from ..spec.sites import ALL, Site, SiteError
 from . import plan as P
-from .compile import (ScanError, _cached_plain, _check_inputs, _resample_sources, baseline_metrics, check_finite,
+from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _resample_sources, baseline_metrics, check_finite,
                       model_shape, read_positions)
 from .paths import (_check_head_sender, _check_logit_readout, _compute_pass, _new_values, _sender_delta, _sequential,
                     enters, reads)
@@ -78,7 +78,7 @@ def edge_universe(model: Model, embed: bool = True) -> tuple[Path, ...]:
         >>> import causalinterp as ci
         >>> edges = ci.circuits.edge_universe(ci.load_model("testbed:induction"))
         >>> len(edges), edges[0].label
-        (110, 'resid_pre L0 @all -> q L0.H0 @all')
+        (110, 'path(resid_pre L0 @all -> q L0.H0 @all)')
     """
     senders = ([EMBED] if embed else []) + [s for layer in range(model.n_layers) for s in _senders(model, layer)]
     receivers = [r for layer in range(model.n_layers) for r in _receivers(model, layer)] + [LOGITS]
@@ -157,12 +157,16 @@ class EdgeRun:
         keys |= {("resid_mid", layer) for layer in range(L) if self.sequential[layer]}
         keys |= {("attn_out", layer) for layer in range(L)} | {("mlp_out", layer) for layer in range(L)}
         keys |= {("head_out", layer) for layer in range(L) if self.heads_split[layer]}
+        self.skip = _can_skip(model)
+        keys |= {("resid_post", layer) for layer in range(L)} if self.skip else set()
         shape = model_shape(model)
         self.per_row = P.bytes_per_row(shape, T, len(torch.unique(self.read_pos)))
         fixed = P.cache_bytes(shape, n, T, len(keys) + len(self.senders))
         self.budget, self.fixed = P.parse_bytes(memory_budget), fixed
         base_rows = P.rows_per_pass(n, self.per_row, fixed, self.budget, batch_size, model.device.type == "cpu")
         self.batch_size = batch_size
+        # rows of one forward pass (expanded rows are cut into passes of this size)
+        self.rows = P.rows_per_pass(10**9, self.per_row, fixed, self.budget, batch_size, model.device.type == "cpu")
         kind = intervention.kind
         src_run = "corrupt" if kind == "noise" else intervention.reference
         self.clean, clean_logits = _cached_plain(cache, model, data.tokens("clean"), self.read_pos, sorted(keys),
@@ -205,12 +209,30 @@ class EdgeRun:
             out.append({r: frozenset(v) for r, v in d.items()})
         return out
 
-    def _stream(self, key, prompts, delta, removed_rows, actual):
-        """The stream a receiver group reads: clean stream + actual change - (actual - ablated) of removed senders."""
-        x = self.clean[key][prompts].float() + delta
-        for j in removed_rows:
-            x -= actual.get(j, 0.0) - self.ablated[j][prompts]
+    def _stream(self, key, prompts, rows_e, sets_e, delta, actual) -> torch.Tensor:
+        """Streams of expanded rows (a row and the set of senders removed for its receivers): the clean stream plus
+        the row's actual change, minus (actual - ablated) of each removed sender.  [E, T, d]"""
+        pe = prompts[rows_e]
+        x = self.clean[key][torch.as_tensor(pe)].float() + delta[torch.as_tensor(rows_e)]
+        for j in sorted(set().union(*sets_e)):
+            sel = np.flatnonzero([j in g for g in sets_e])
+            fix = -self.ablated[j][torch.as_tensor(pe[sel])]
+            if j in actual:
+                fix = fix + actual[j][torch.as_tensor(rows_e[sel])]
+            x[torch.as_tensor(sel)] -= fix
         return x
+
+    def _passes(self, tokens, keep, writes: dict, reads_: dict, prompts: np.ndarray, layer: int) -> dict:
+        """`_compute_pass` over rows in sub-batches of at most `self.rows` (expanded rows can be many), skipping
+        the blocks below `layer` (their output is overwritten) and stopping after the last read."""
+        n = tokens.shape[0]
+        parts = []
+        for a, b in P.chunks(n, self.rows):
+            pt = torch.as_tensor(prompts[a:b])
+            skip = [self.clean[("resid_post", l)][pt] for l in range(layer)] if self.skip else ()
+            parts.append(_compute_pass(self.model, tokens[a:b], keep, {k: v[a:b] for k, v in writes.items()},
+                                       reads_, skip=skip, stop=True))
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _rows(self, cols: np.ndarray, prompts: np.ndarray, removed: list[dict]) -> np.ndarray:
         """Metric values of (column, prompt) rows."""
@@ -222,59 +244,52 @@ class EdgeRun:
         delta = torch.zeros(m, T, d)                 # actual - clean stream, accumulated layer by layer
         actual: dict = {}                            # sender index -> [m, T, d] actual - clean contribution
         empty = frozenset()
+        col_sets = [removed[c] for c in cols]
 
-        def removed_of(k, r, upto_state=None):
-            return removed[cols[k]].get(r, empty)
-
-        def stream_rows(key, groups_of_row):
-            """Expanded rows: one per (row, distinct removed set); returns stream [E, T, d] and row/set index."""
-            xs, where = [], {}
+        def expand(receivers):
+            """Expanded rows for `receivers`: (row index, removed set) per distinct pair, and for each row and
+            receiver the expanded row it reads."""
+            where: dict = {}
+            index = np.empty((m, len(receivers)), dtype=int)
             for k in range(m):
-                for g in groups_of_row[k]:
-                    if (k, g) in where:
-                        continue
-                    where[(k, g)] = len(where)
-                    x = self.clean[key][prompts[k]].float() + delta[k]
-                    for j in g:
-                        x = x - (actual[j][k] if j in actual else 0.0) + self.ablated[j][prompts[k]]
-                    xs.append(x)
-            return torch.stack(xs), where
+                for i, r in enumerate(receivers):
+                    g = col_sets[k].get(r, empty)
+                    index[k, i] = where.setdefault((k, g), len(where))
+            pairs = list(where)
+            return np.array([k for k, _ in pairs]), [g for _, g in pairs], index
 
         for layer in range(L):
             recv = _receivers(model, layer)
             attn_recv = [r for r in recv if r.component in "qkv"]
             parallel_mlp = not self.sequential[layer]
             pre_recv = attn_recv + ([recv[-1]] if parallel_mlp else [])
-            groups = [[removed_of(k, r) for r in pre_recv] for k in range(m)]
             key = ("resid_pre", layer)
-            one_set = all(len(set(g)) == 1 for g in groups)
+            rows_e, sets_e, index = expand(pre_recv)
+            x = self._stream(key, prompts, rows_e, sets_e, delta, actual)
             reads_ = {("attn_out", layer): [None]}
             if self.heads_split[layer]:
                 reads_[("head_out", layer)] = [None]
-            if one_set:    # every receiver of a row reads the same stream: one pass for attention (and MLP)
-                x, where = stream_rows(key, [[g[0]] for g in groups])
+            if len(rows_e) == m:   # every receiver of a row reads the same stream: one pass for attention (and MLP)
                 if parallel_mlp:
                     reads_[("mlp_out", layer)] = [None]
-                out = _compute_pass(model, toks, keep, {key: x}, reads_)
+                out = self._passes(toks, keep, {key: x}, reads_, prompts, layer)
             else:
-                x, where = stream_rows(key, [list(dict.fromkeys(g)) for g in groups])
-                exp_rows = torch.tensor([where[(k, g)] for k in range(m) for g in groups[k]]).reshape(m, -1)
                 qkv_reads = {(c, layer): [None] for c in "qkv"}
                 if parallel_mlp:
                     qkv_reads[("mlp_out", layer)] = [None]
-                got = _compute_pass(model, toks[[k for k, _ in where]], keep, {key: x}, qkv_reads)
+                got = self._passes(toks[torch.as_tensor(rows_e)], keep, {key: x}, qkv_reads, prompts[rows_e], layer)
                 writes = {}
                 for c in "qkv":
                     full = got[(c, layer, None)]
-                    new = full[exp_rows[:, 0]].clone()
+                    new = full[torch.as_tensor(index[:, 0])].clone()
                     for i, r in enumerate(attn_recv):
                         if r.component == c:
                             h = head_index(c, r.head, H, model.n_kv_heads)
-                            new[:, :, h] = full[exp_rows[:, i], :, h]
+                            new[:, :, h] = full[torch.as_tensor(index[:, i]), :, h]
                     writes[(c, layer)] = new
-                out = _compute_pass(model, toks, keep, writes, reads_)
+                out = self._passes(toks, keep, writes, reads_, prompts, layer)
                 if parallel_mlp:
-                    out[("mlp_out", layer, None)] = got[("mlp_out", layer, None)][exp_rows[:, -1]]
+                    out[("mlp_out", layer, None)] = got[("mlp_out", layer, None)][torch.as_tensor(index[:, -1])]
             attn_change = (out[("attn_out", layer, None)].float() - self.clean[("attn_out", layer)][pt].float())
             attn_change = attn_change * self.multiplier
             if self.heads_split[layer]:
@@ -283,9 +298,9 @@ class EdgeRun:
                 actual[j] = attn_change
             if not parallel_mlp:
                 delta = delta + attn_change
-                mlp = recv[-1]
-                x, _ = stream_rows(("resid_mid", layer), [[removed_of(k, mlp)] for k in range(m)])
-                out = _compute_pass(model, toks, keep, {("resid_mid", layer): x}, {("mlp_out", layer): [None]})
+                rows_e, sets_e, index = expand([recv[-1]])
+                x = self._stream(("resid_mid", layer), prompts, rows_e, sets_e, delta, actual)
+                out = self._passes(toks, keep, {("resid_mid", layer): x}, {("mlp_out", layer): [None]}, prompts, layer)
             mlp_change = (out[("mlp_out", layer, None)].float() - self.clean[("mlp_out", layer)][pt].float())
             mlp_change = mlp_change * self.multiplier
             if (j := self.sender_index.get(Site("mlp_out", layer, None, ALL))) is not None:
@@ -294,7 +309,8 @@ class EdgeRun:
 
         from ..lens import final_logits
         final = ("resid_post", L - 1)
-        x, _ = stream_rows(final, [[removed_of(k, LOGITS)] for k in range(m)])
+        rows_e, sets_e, _ = expand([LOGITS])
+        x = self._stream(final, prompts, rows_e, sets_e, delta, actual)
         rp = self.read_pos[pt]
         resid = x[torch.arange(m), rp].to(self.clean[final].dtype)
         picked = final_logits(model, resid).float().cpu()
@@ -317,11 +333,11 @@ class EdgeRun:
             if col and not (0 <= col[0] and col[-1] < len(self.edges)):
                 raise ScanError(f"columns[{c}] has an edge index outside 0..{len(self.edges) - 1}")
         removed = self._removed(cols)
-        widest = max(len(_receivers(self.model, 0)), 1)
-        rows = P.rows_per_pass(len(cols) * n, self.per_row * widest, self.fixed, self.budget, self.batch_size,
-                               self.model.device.type == "cpu")
-        if self.batch_size is None:
-            rows = max(1, rows // widest) if self.model.device.type == "cpu" else rows
+        rows = self.rows
+        if self.batch_size is None:   # a row also keeps every sender's actual change between passes
+            extra = (len(self.senders) + 2) * self.tokens.shape[1] * self.model.d_model * 4
+            rows = P.rows_per_pass(len(cols) * n, self.per_row + extra, self.fixed, self.budget, None,
+                                   self.model.device.type == "cpu")
         rows_all = np.arange(len(cols) * n)
         values = np.full(len(rows_all), np.nan)
         from tqdm.auto import tqdm

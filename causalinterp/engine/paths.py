@@ -158,9 +158,10 @@ def _sender_delta(model: Model, s: Site, base_acts: torch.Tensor, new, pos) -> t
 
 
 # --- passes ---------------------------------------------------------------------------------------
-def _compute_pass(model: Model, tokens, keep, writes: dict, reads_: dict) -> dict:
+def _compute_pass(model: Model, tokens, keep, writes: dict, reads_: dict, skip=(), stop: bool = False) -> dict:
     """One pass: overwrite whole stream states (`writes`: (component, layer) -> [rows, T, d]) in execution
     order and read receiver components (`reads_`: (component, layer) -> list of head indices or [None]).
+    ``skip[l]`` replaces the output of block l (it does not run); `stop` ends the run after the last read.
     Returns (component, layer, head) -> [rows, T, ...]."""
     import nnsight
 
@@ -176,7 +177,9 @@ def _compute_pass(model: Model, tokens, keep, writes: dict, reads_: dict) -> dic
     out = {}
     with torch.inference_mode():
         toks = tokens.to(dev)
-        with model.nn.trace(toks, **trace_kwargs(model, keep.to(dev), toks)):
+        with model.nn.trace(toks, **trace_kwargs(model, keep.to(dev), toks)) as tracer:
+            for layer, out_ in enumerate(skip):
+                model.envoy(f"{model.adapter.layers}.{layer}").skip(out_.to(dev))
             saved = []
             for (module, io), entry in sorted(by_module.items(), key=lambda kv: kv[1]["pos"]):
                 env = model.envoy(module)
@@ -189,6 +192,8 @@ def _compute_pass(model: Model, tokens, keep, writes: dict, reads_: dict) -> dic
                         for h in reads_[k]:
                             saved.append(((k[0], k[1], h), (view if h is None else view[:, :, h]).clone()))
             saved = nnsight.save(saved)
+            if stop:
+                tracer.stop()
     for key, t in saved:
         out[key] = t.cpu()
     return out
