@@ -8,7 +8,12 @@ circuits are (curves with CIs), and how stable their discovery is.
    ABC prompts' activations into the clean run, `has_effect`, holm);
 3. faithfulness curves at the MIB sizes (heads ranked on the discovery half, evaluated on the confirmation
    half, mean ablation of the heads outside, MLPs kept), with per-point CIs and CPR/CMD with CIs;
-4. stability of the head discovery (scan + `has_effect` supported) over resamples of the prompts by template.
+4. stability of the head discovery (scan + `has_effect` supported) over resamples of the prompts by template;
+5. edge circuits on the induction and IOI testbeds and stories260K (name copying): every edge ranked by
+   single-edge mean ablation on the discovery half; the circuit size chosen on the discovery half (the
+   smallest MIB size whose faithfulness reaches 0.8 there); on the confirmation half that circuit's
+   faithfulness (`faithful(at_least=0.8)`) and `beats_random` against random edge sets of the same size, and
+   the edge faithfulness curve with CIs; cost as a ratio to plain forward passes in the same process.
 
     python -m benchmarks.paths_circuits [--small]     # also writes its section into RESULTS.md / results.json
 """
@@ -132,6 +137,70 @@ def ioi(n: int, B: int, n_stab: int) -> dict:
     return out
 
 
+def _forward_floor(model, data, rows: int) -> float:
+    """Seconds of `rows` plain forward passes of the clean prompts (in batches of 128, no intervention)."""
+    import torch
+    toks = data.tokens("clean")
+    reps = -(-rows // data.n)
+    big = toks.repeat(reps, 1)[:rows]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for a in range(0, rows, 128):
+            model.hf(big[a:a + 128].to(model.device))
+    return time.perf_counter() - t
+
+
+def edges(name: str, model, data, B: int, n_random: int, split_by: str) -> dict:
+    """Edge circuits: rank on discovery, choose the size on discovery, confirm on the other half."""
+    from causalinterp.circuits import edge_universe, rank
+    disc, conf = data.split(0.5, seed=0, by=split_by)
+    universe = edge_universe(model)
+    out = {"model": name, "n_prompts": data.n, "n_discovery": disc.n, "n_confirmation": conf.n,
+           "n_edges": len(universe)}
+    t = time.perf_counter()
+    scan = ci.scan(model, disc, ci.sites.paths(universe), intervention=ci.ablate("mean"), progress=False)
+    out["edge_scan_seconds"] = time.perf_counter() - t
+    ranking = rank(scan)
+    effect = np.abs(scan.values.mean(0) - scan.base.mean())
+    order = np.argsort(-effect, kind="stable")
+    out["top_edges"] = [{"edge": universe[i].label, "mean |effect|": float(effect[i])} for i in order[:10]]
+    labels = [e.label for e in ranking]
+    out["rank_of"] = {k: labels.index(k) + 1 for k in labels if "L0.H1 @all -> " in k and " L1.H2 " in k}
+    t = time.perf_counter()
+    on_disc = ci.faithfulness_curve(model, disc, ranking, n_resamples=B)
+    out["curve_seconds"] = time.perf_counter() - t
+    reach = [int(k) for k, e in zip(on_disc.k, on_disc.estimate) if e >= 0.8 and k > 0]
+    k = reach[0] if reach else int(on_disc.k[-1])
+    out["chosen_k"] = k
+    out["discovery_curve"] = on_disc.to_dict()
+    t = time.perf_counter()
+    eff = ci.faithfulness(model, conf, ci.Circuit(edges=ranking[:k]), n_random=n_random)
+    secs = time.perf_counter() - t
+    rows = (2 + n_random) * conf.n
+    out["faithfulness_seconds"] = secs
+    out["faithfulness_rows"] = rows
+    out["cost_vs_forward"] = secs / _forward_floor(model, conf, rows)
+    ev = ci.evaluate(eff, ci.claims.faithful(at_least=0.8), n_resamples=B)
+    br = ci.evaluate(eff, ci.claims.beats_random(n_random), n_resamples=B)
+    out["faithful"] = {"estimate": ev.estimate, "ci_low": ev.ci_low, "ci_high": ev.ci_high, "verdict": ev.verdict,
+                       "reasons": list(ev.reasons)}
+    out["beats_random"] = {"verdict": br.verdict, "estimate": br.estimate, "reasons": list(br.reasons),
+                           "random_faithfulness_median": float(np.median(
+                               (eff.random_values.mean(0) - eff.base.mean()) / (eff.target.mean() - eff.base.mean())))}
+    out["curve"] = ci.faithfulness_curve(model, conf, ranking, n_resamples=B).to_dict()
+    return out
+
+
+def stories_edges(small: bool, B: int) -> dict | None:
+    from benchmarks.calibration import _stories_dir
+    path = _stories_dir()
+    if path is None:
+        return None
+    model = ci.load_model(str(path), device="cpu")
+    data = ci.tasks.name_copy(model.tokenizer, 16 if small else 48)
+    return edges("stories260K (name copying)", model, data, B, 20 if small else 50, "prompt")
+
+
 def main(small: bool = False) -> dict:
     t0 = time.perf_counter()
     B = 1999 if small else 4999
@@ -139,6 +208,14 @@ def main(small: bool = False) -> dict:
            "machine": machine(), "versions": versions()}
     out["induction"] = induction(24 if small else 64, B)
     out["ioi"] = ioi(48 if small else 120, B, 4 if small else 20)
+    n_random = 20 if small else 100
+    out["edges"] = [edges("induction testbed", testbeds.load("induction"), testbeds.induction_data(24 if small else 64),
+                          B, n_random, "prompt"),
+                    edges("IOI testbed", testbeds.load("ioi"), testbeds.ioi_data(48 if small else 120, seed=7), B,
+                          n_random, "cluster")]
+    story = stories_edges(small, B)
+    if story is not None:
+        out["edges"].append(story)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -186,7 +263,36 @@ def to_markdown(r: dict) -> str:
            f"half-samples of the templates): mean pairwise Jaccard {s['jaccard_mean']:.3f} (5/50/95%: "
            f"{', '.join(f'{v:.2f}' for v in s['jaccard_q05_q50_q95'])}), mean Jaccard to the full-data circuit "
            f"{s['to_full_mean']:.3f}.\n", md_table(freq)]
+    md += _edges_md(r.get("edges", []))
     return "\n".join(md) + "\n"
+
+
+def _edges_md(parts: list) -> list:
+    if not parts:
+        return []
+    md = ["\n### Edge circuits (mean ablation; ranked and sized on a discovery half, tested on the other half)\n",
+          "Every edge (embedding, heads, MLPs -> every q/k/v, MLP input and the logits downstream) ranked by "
+          "|mean effect of ablating that edge alone| on the discovery half; the circuit is the top k edges, k the "
+          "smallest MIB size whose faithfulness reaches 0.8 on the discovery half. On the confirmation half: "
+          "`faithful(at_least=0.8)` (bootstrap CI of the ratio of means) and `beats_random` against random edge "
+          "sets of the same size. Cost: seconds of `ci.faithfulness` (circuit, empty circuit and the random "
+          "circuits, every prompt) over seconds of as many plain forward passes, in the same process.\n"]
+    rows = []
+    for p in parts:
+        f, b = p["faithful"], p["beats_random"]
+        rows.append({"model": p["model"], "edges": p["n_edges"], "disc/conf": f"{p['n_discovery']}/{p['n_confirmation']}",
+                     "k": p["chosen_k"], "faithfulness [CI]": f"{f['estimate']:.3f} [{f['ci_low']:.3f}, {f['ci_high']:.3f}]",
+                     "faithful(0.8)": f["verdict"], "random median": b["random_faithfulness_median"],
+                     "beats_random": b["verdict"], "cost / forward": p["cost_vs_forward"]})
+    md.append(md_table(rows))
+    for p in parts:
+        md += [f"\n**{p['model']}**: edge scan {p['edge_scan_seconds']:.1f} s; top edges on discovery:\n",
+               md_table(p["top_edges"])]
+        if p.get("rank_of"):
+            md.append("\nRanks of the previous-token head -> induction head edges: "
+                      + ", ".join(f"{k}: {v}" for k, v in p["rank_of"].items()) + "\n")
+        md += ["\nEdge faithfulness curve on the confirmation half:\n", _curve_md(p["curve"])]
+    return md
 
 
 def _splice(r: dict) -> None:

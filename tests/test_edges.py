@@ -117,3 +117,17 @@ def test_denoising_is_refused():
     model, data = _model("gpt2")
     with pytest.raises(ScanError, match="ablates the clean run"):
         edge_ablated_metrics(model, data, edge_universe(model)[:3], [(0,)], ci.patch("denoise"))
+
+
+def test_corrupt_activations_of_an_embedding_noise_run_are_the_ablated_values():
+    """patch('noise') takes the corrupt run's activations; with embedding noise (causal tracing) that run carries the
+    noise, as in the node engine: removing every edge out of a node equals noising the node."""
+    model = ci.load_model(build_hf("gpt2"))
+    data = random_data(n=3, T=5).with_noise(ci.EmbeddingNoise(positions=[0, 1], scale=3.0))
+    edges = edge_universe(model)
+    node = Site("head_out", 1, 2, ALL)
+    vals, _ = edge_ablated_metrics(model, data, edges, [_out_of(edges, node)], ci.patch("noise"))
+    ref = ci.scan(model, data, [node], intervention=ci.patch("noise"), progress=False)
+    np.testing.assert_allclose(vals, ref.values, atol=TOL)
+    plain = ci.scan(model, random_data(n=3, T=5), [node], intervention=ci.patch("noise"), progress=False)
+    assert np.abs(ref.values - plain.values).max() > 100 * TOL

@@ -59,3 +59,16 @@ def test_bad_requests_are_refused():
         ci.stability(lambda d: [A], random_data(n=8, T=4), method="jackknife")
     with pytest.raises(StabilityError, match="Circuit or Sites"):
         ci.stability(lambda d: ["head 1"], random_data(n=8, T=4), n_resamples=2)
+
+
+def test_edge_discovery_stability_on_the_induction_testbed():
+    """Discovering edges (the top 11 single-edge ablations, 10% of the 110 edges) on half-samples: the previous-token
+    head's edge into the induction head's keys is found every time, its edge into the queries never."""
+    from causalinterp.circuits import edge_universe
+    model, data = ci.load_model("testbed:induction"), ci.testbeds.induction_data(32, seed=1)
+    edges = ci.sites.paths(edge_universe(model))
+    st = ci.stability(top_k(model, edges, 11, intervention=ci.ablate("mean")), data, n_resamples=4)
+    key = "path(head_out L0.H1 @all -> k L1.H2 @all)"
+    assert key in st.full and st.frequency[key] == 1.0
+    assert "path(head_out L0.H1 @all -> q L1.H2 @all)" not in st.frequency.index
+    assert len(st.full) == 11 and 0 < st.jaccard.min() <= st.jaccard.max() <= 1

@@ -35,7 +35,7 @@ from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _resam
                       model_shape, read_positions)
 from .paths import (_check_head_sender, _check_logit_readout, _compute_pass, _new_values, _sender_delta, _sequential,
                     enters, reads)
-from .unit import keep_index
+from .unit import embedding_module, keep_index
 
 __all__ = ["EMBED", "EdgeRun", "edge_universe", "edge_ablated_metrics", "canonical_edges"]
 
@@ -172,12 +172,13 @@ class EdgeRun:
         self.clean, clean_logits = _cached_plain(cache, model, data.tokens("clean"), self.read_pos, sorted(keys),
                                                  base_rows)
         sender_keys = sorted({(s.component, s.layer) for s in self.senders})
+        # the corrupt run carries its embedding noise where the data has one (causal tracing)
+        noise = data.corruption.draw(model, data) if getattr(data, "corruption", None) is not None else None
+        noisy = (noise, embedding_module(model)) if noise is not None else (None, None)
+        source, corrupt_logits = _cached_plain(cache, model, data.tokens("corrupt"), self.read_pos,
+                                               sender_keys if src_run == "corrupt" else [], base_rows, *noisy)
         if src_run == "clean":
             source = self.clean
-            corrupt_logits = _cached_plain(cache, model, data.tokens("corrupt"), self.read_pos, [], base_rows)[1]
-        else:
-            source, corrupt_logits = _cached_plain(cache, model, data.tokens("corrupt"), self.read_pos, sender_keys,
-                                                   base_rows)
         self.answer, self.wrong, self.clean_metric, self.corrupt_metric = baseline_metrics(
             metric, data, clean_logits, corrupt_logits)
         self.clean_logits = clean_logits
