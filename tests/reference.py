@@ -348,3 +348,169 @@ def path_patched(hf, base_tokens, senders, receivers, n_layers):
             vals = vals[:, kv_group(hf, comp, h)]
         patches.append((comp, l, h, pos, vals))
     return run_patched(hf, base_tokens, patches)
+
+
+# --- edge ablation, written independently of causalinterp/engine/edges.py ---------------------------------------
+# Senders: ("embed",) (the residual stream entering layer 0), ("head", l, h) (W_O restricted to head h applied to its
+# per-head output, bias excluded) and ("mlp", l) (the MLP's output).  Receivers: ("q", l, h), ("k", l, g), ("v", l, g)
+# (g is the key/value group under GQA), ("mlp", l) (the MLP's input) and ("logits",) (the final norm's input).
+# The reference uses auto-circuit's single-pass formulation: ONE forward pass of the clean prompt in which every
+# receiver reads   actual stream of this pass - sum over its removed edges u -> v of (o_u - a_u),   o_u being what u
+# wrote in this same pass (so a sender's output already carries the ablations of the edges into it) and a_u its
+# ablated contribution.  A per-head q/k/v input is pushed through the block's input norm and the projection again
+# for that head alone (module.forward(), which skips the hooks), and only that head's slice of the projection's
+# output is replaced.  Hooks return new tensors; nothing is batched.
+
+EDGE = {  # the modules an edge-ablated run touches, written from each model's source
+    "gpt2": {"block": "transformer.h.{l}", "norm_attn": "transformer.h.{l}.ln_1",
+             "proj": {"transformer.h.{l}.attn.c_attn": "qkv"}, "o": "transformer.h.{l}.attn.c_proj",
+             "norm_mlp": "transformer.h.{l}.ln_2", "mlp": "transformer.h.{l}.mlp",
+             "final": "transformer.ln_f", "unembed": "lm_head"},
+    "gpt_neox": {"block": "gpt_neox.layers.{l}", "norm_attn": "gpt_neox.layers.{l}.input_layernorm",
+                 "proj": {"gpt_neox.layers.{l}.attention.query_key_value": "qkv"},
+                 "o": "gpt_neox.layers.{l}.attention.dense",
+                 "norm_mlp": "gpt_neox.layers.{l}.post_attention_layernorm", "mlp": "gpt_neox.layers.{l}.mlp",
+                 "final": "gpt_neox.final_layer_norm", "unembed": "lm_head"},
+    "llama": {"block": "model.layers.{l}", "norm_attn": "model.layers.{l}.input_layernorm",
+              "proj": {f"model.layers.{{l}}.self_attn.{c}_proj": c for c in "qkv"},
+              "o": "model.layers.{l}.self_attn.o_proj",
+              "norm_mlp": "model.layers.{l}.post_attention_layernorm", "mlp": "model.layers.{l}.mlp",
+              "final": "model.norm", "unembed": "lm_head"},
+}
+CONV1D = ("gpt2",)  # GPT-2's projections are Conv1D: y = x @ W + b with W [in, out]
+
+
+def parallel_blocks(hf) -> bool:
+    """GPT-NeoX with use_parallel_residual: the MLP of a layer reads the layer's input, not the attention output."""
+    return family_of(hf) == "gpt_neox" and bool(hf.config.use_parallel_residual)
+
+
+def edge_senders(hf, n_layers):
+    H, _, _ = _dims(hf)
+    return [("embed",)] + [s for l in range(n_layers) for s in [("head", l, h) for h in range(H)] + [("mlp", l)]]
+
+
+def edge_receivers(hf, n_layers):
+    H, KV, _ = _dims(hf)
+    return [r for l in range(n_layers) for r in [("q", l, h) for h in range(H)] + [(c, l, g) for c in "kv"
+                                                                                   for g in range(KV)] + [("mlp", l)]
+            ] + [("logits",)]
+
+
+def upstream(hf, sender, receiver) -> bool:
+    """Whether `sender` writes to the residual stream before `receiver` reads it."""
+    if receiver == ("logits",) or sender == ("embed",):
+        return True
+    l = receiver[1]
+    if receiver[0] == "mlp" and sender[0] == "head" and not parallel_blocks(hf):
+        return sender[1] <= l
+    return sender[1] < l
+
+
+def edge_list(hf, n_layers):
+    """Every edge (sender, receiver) of the model, senders in forward order, receivers in forward order."""
+    return [(s, r) for r in edge_receivers(hf, n_layers) for s in edge_senders(hf, n_layers) if upstream(hf, s, r)]
+
+
+def head_contribution(hf, layer, head, z):
+    """What head `head` of `layer` adds to the residual stream [T, d]: W_O's columns of the head applied to its
+    per-head output z [T, d_head], the output projection's bias excluded."""
+    _, _, dh = _dims(hf)
+    W = hf.get_submodule(EDGE[family_of(hf)]["o"].format(l=layer)).weight
+    rows = slice(head * dh, (head + 1) * dh)
+    return z @ W[rows] if family_of(hf) in CONV1D else z @ W[:, rows].T
+
+
+def _contribution(hf, sender, native):
+    """A sender's contribution to the residual stream [T, d] from its native activation (head_out [T, d_head] for a
+    head, the stream itself for the embedding, the output for an MLP)."""
+    return head_contribution(hf, sender[1], sender[2], native) if sender[0] == "head" else native
+
+
+def edge_ablated(hf, tokens, ablated, removed, n_layers):
+    """Logits [T, V] of one prompt with the edges in `removed` ablated.
+
+    ablated: sender key -> the sender's ablated *native* activation (("embed",): resid_pre of layer 0 [T, d];
+    ("head", l, h): head_out [T, d_head]; ("mlp", l): mlp_out [T, d]).  removed: set of (sender, receiver) keys.
+    """
+    family = family_of(hf)
+    E = EDGE[family]
+    H, KV, dh = _dims(hf)
+    get = lambda name, l=None: hf.get_submodule(name.format(l=l))  # noqa: E731
+    into = {}
+    for u, v in removed:
+        if not upstream(hf, u, v):
+            raise ValueError(f"no edge {u} -> {v}: the sender does not write before the receiver reads")
+        if u not in ablated:
+            raise KeyError(f"removed edge {u} -> {v} but no ablated value for {u}")
+        into.setdefault(v, []).append(u)
+    with torch.no_grad():
+        a = {u: _contribution(hf, u, ablated[u]) for u in {u for u, _ in removed}}
+    out, stream = {}, {}   # o_u recorded in this pass; the residual stream where receivers read it
+
+    def o(u):
+        if u[0] == "head":
+            return head_contribution(hf, u[1], u[2], out[("z", u[1])].reshape(-1, H, dh)[:, u[2]])
+        return out[u]
+
+    def x(v, base):
+        """The input receiver v reads: the actual stream minus (o_u - a_u) for each removed edge into it."""
+        for u in into.get(v, []):
+            base = base - (o(u) - a[u])
+        return base
+
+    hooks = []
+    for l in range(n_layers):
+        def pre_block(m, args, l=l):
+            stream[("pre", l)] = args[0][0]
+            if l == 0:
+                out[("embed",)] = args[0][0]
+        hooks.append(get(E["block"], l).register_forward_pre_hook(pre_block))
+        norm_attn = get(E["norm_attn"], l)
+        for name, comps in E["proj"].items():
+            def proj(m, args, raw, l=l, comps=comps, norm_attn=norm_attn):
+                for c in comps:
+                    heads = to_heads(hf, c, raw)
+                    for i in range(H if c == "q" else KV):
+                        mine = m.forward(norm_attn.forward(x((c, l, i), stream[("pre", l)])[None]))
+                        heads[0, :, i] = to_heads(hf, c, mine)[0, :, i]
+                    raw = from_heads(hf, c, raw, heads)
+                return raw
+            hooks.append(get(name, l).register_forward_hook(proj))
+        hooks.append(get(E["o"], l).register_forward_pre_hook(
+            lambda m, args, l=l: out.__setitem__(("z", l), args[0][0])))
+        norm_mlp = get(E["norm_mlp"], l)
+        # the stream the MLP reads (sequential blocks): the pre-MLP norm's input, first call only (the hook below
+        # calls the norm again)
+        def mid(m, args, l=l):
+            stream.setdefault(("mid", l), args[0][0])
+        hooks.append(norm_mlp.register_forward_pre_hook(mid))
+        base = "pre" if parallel_blocks(hf) else "mid"
+        hooks.append(get(E["mlp"], l).register_forward_pre_hook(
+            lambda m, args, l=l, base=base, norm=norm_mlp: (norm.forward(x(("mlp", l), stream[(base, l)])[None]),)
+            + tuple(args[1:])))
+        hooks.append(get(E["mlp"], l).register_forward_hook(
+            lambda m, args, output, l=l: out.__setitem__(("mlp", l), output[0])))
+    hooks.append(get(E["final"]).register_forward_pre_hook(
+        lambda m, args: (x(("logits",), args[0][0])[None],) + tuple(args[1:])))
+    try:
+        with torch.no_grad():
+            return hf(tokens[None]).logits[0]
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def every_node_ablated(hf, ablated, n_layers):
+    """Logits [T, V] when every edge is removed: the final norm reads the sum of every sender's ablated contribution
+    and the attention output biases (nothing the prompt computes reaches it), then the unembedding."""
+    E = EDGE[family_of(hf)]
+    H, _, _ = _dims(hf)
+    with torch.no_grad():
+        x = ablated[("embed",)].clone()
+        for l in range(n_layers):
+            bias = hf.get_submodule(E["o"].format(l=l)).bias
+            x = x + ablated[("mlp", l)] + (0 if bias is None else bias)
+            for h in range(H):
+                x = x + head_contribution(hf, l, h, ablated[("head", l, h)])
+        return hf.get_submodule(E["unembed"])(hf.get_submodule(E["final"])(x[None]))[0]
