@@ -48,10 +48,11 @@ def native(hf, tokens, n_layers):
     return acts
 
 
-def ablated_values(hf, data, kind, n_layers):
-    """Per prompt: sender -> ablated native activation. mean: the mean over the corrupt prompts at each position
+def ablated_values(hf, data, kind, n_layers, reference="corrupt"):
+    """Per prompt: sender -> ablated native activation. mean: the mean over the reference prompts at each position
     (over the prompts long enough to have it); zero: zeros; other: the prompt's own corrupt prompt's activation."""
-    corrupt = [native(hf, torch.tensor(data.corrupt[j]), n_layers) for j in range(data.n)]
+    runs = data.corrupt if reference == "corrupt" else data.clean
+    corrupt = [native(hf, torch.tensor(runs[j]), n_layers) for j in range(data.n)]
     out = []
     for i in range(data.n):
         T = len(data.clean[i])
@@ -316,6 +317,8 @@ def test_engine_edge_universe_is_the_reference_edge_list(name):
     keys = _edge_keys(hf, edges)
     assert len(set(keys)) == len(keys)
     assert set(keys) == set(edge_list(hf, hf.config.num_hidden_layers))
+    no_embed = _edge_keys(hf, edges_mod.edge_universe(ci.load_model(hf), embed=False))
+    assert set(no_embed) == {(u, v) for u, v in keys if u != ("embed",)}
 
 
 def starving(keys, col) -> bool:
@@ -324,8 +327,11 @@ def starving(keys, col) -> bool:
     return any(all(j in removed for j, (_, r) in enumerate(keys) if r == v) for v in {r for _, r in keys})
 
 
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("kind", ["mean", "zero", "resample"])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name,kind", [pytest.param(m, k, marks=[SLOW] * (m == "stories260K" and k != "mean"))
+                                       for k in ("mean", "zero", "resample") for m in MODELS])
 def test_engine_matches_reference_on_random_edge_sets(name, kind):
     vals, ref, columns, keys = _engine_case(name, kind)
     moved = np.abs(ref - ref[:, :1]).max(0)
@@ -341,7 +347,7 @@ def test_engine_matches_reference_on_random_edge_sets(name, kind):
                    "sum(actual - ablated); under zero ablation a receiver cut off from every sender reads exactly 0, "
                    "the float32 cancellation leaves ~1e-6 and RMSNorm amplifies it (stories260K: up to 2.0 logits "
                    "off where the exact value is 0; a float32 run of the reference is within 1e-4)")
-@pytest.mark.parametrize("name", ["stories260K", "llama"])
+@pytest.mark.parametrize("name", [pytest.param("stories260K", marks=SLOW), "llama"])
 def test_engine_zero_ablation_of_cut_off_receivers(name):
     vals, ref, columns, keys = _engine_case(name, "zero")
     cut = [c for c, col in enumerate(columns) if starving(keys, col)]
@@ -386,3 +392,25 @@ def test_engine_matches_reference_on_prompts_of_different_lengths():
     vals, _ = edges_mod.edge_ablated_metrics(model, data, edges, columns, ci.ablate("mean"), batch_size=2)
     ref = reference_metrics(hf64, data, keys, columns, ablated_values(hf64, data, "mean", 2))
     np.testing.assert_allclose(vals, ref, rtol=0, atol=TOL)
+
+
+def test_engine_mean_over_the_clean_prompts_and_any_head_of_a_kv_group():
+    """ci.ablate('mean', reference='clean') averages the clean prompts; a k/v receiver named by any query head of
+    a GQA group is that group's receiver."""
+    import causalinterp as ci
+    from causalinterp.spec.paths import Path
+    from causalinterp.spec.sites import ALL, Site
+    edges_mod = _engine()
+    hf32, hf64 = load("llama", torch.float32), load("llama", torch.float64)
+    model = ci.load_model(hf32)
+    data = prompts(hf32, n=4)
+    edges = [Path((Site("head_out", 0, 1, ALL),), (Site("k", 1, 3, ALL),)),     # group 1, named by its 2nd head
+             Path((Site("mlp_out", 0, None, ALL),), (Site("v", 1, 0, ALL),)),
+             Path((Site("resid_pre", 0, None, ALL),), ("logits",))]
+    keys = [(("head", 0, 1), ("k", 1, 1)), (("mlp", 0), ("v", 1, 0)), (("embed",), ("logits",))]
+    columns = [(0,), (1,), (2,), (0, 1), (0, 1, 2)]
+    vals, _ = edges_mod.edge_ablated_metrics(model, data, edges, columns, ci.ablate("mean", reference="clean"))
+    ref = reference_metrics(hf64, data, keys, columns, ablated_values(hf64, data, "mean", 2, reference="clean"))
+    np.testing.assert_allclose(vals, ref, rtol=0, atol=TOL)
+    assert (np.abs(ref - reference_metrics(hf64, data, keys, [()], ablated_values(hf64, data, "mean", 2))) > 1e-3
+            ).any(0).all()
