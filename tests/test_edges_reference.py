@@ -372,12 +372,13 @@ def test_engine_values_do_not_depend_on_batching_or_column_order():
     np.testing.assert_allclose(shuffled, whole[:, order], rtol=0, atol=1e-6)
 
 
-def test_engine_matches_reference_on_prompts_of_different_lengths():
+@pytest.mark.parametrize("name", ["gpt2", "gpt_neox", "llama"])
+def test_engine_matches_reference_on_prompts_of_different_lengths(name):
     """Right-padded batches: mean ablation averages each position over the corrupt prompts that have it."""
     import causalinterp as ci
     from causalinterp.spec.data import ContrastSet
     edges_mod = _engine()
-    hf32, hf64 = load("gpt2", torch.float32), load("gpt2", torch.float64)
+    hf32, hf64 = load(name, torch.float32), load(name, torch.float64)
     rng = np.random.default_rng(0)
     lengths = (5, 7, 6, 7, 5)
     clean = [rng.integers(1, 64, n).tolist() for n in lengths]
