@@ -4,6 +4,8 @@ patching it, removing every edge is ablating every node at once, removing none i
 GPT-NeoX (parallel attention), Llama (GQA) and the real stories260K."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import causalinterp as ci
 from causalinterp.engine.compile import ScanError
@@ -11,11 +13,12 @@ from causalinterp.engine.edges import EMBED, edge_ablated_metrics, edge_universe
 from causalinterp.spec.paths import Path
 from causalinterp.spec.sites import ALL, Site, SiteError
 
-from conftest import build_hf, random_data
+from conftest import VOCAB, build_hf, random_data
 from shared_models import shared_model
 
 TOL = 2e-5
 STORIES = shared_model("stories260K")
+_GPT2 = ci.load_model(build_hf("gpt2"))
 
 
 def _model(name):
@@ -131,3 +134,23 @@ def test_corrupt_activations_of_an_embedding_noise_run_are_the_ablated_values():
     np.testing.assert_allclose(vals, ref.values, atol=TOL)
     plain = ci.scan(model, random_data(n=3, T=5), [node], intervention=ci.patch("noise"), progress=False)
     assert np.abs(ref.values - plain.values).max() > 100 * TOL
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), size=st.integers(1, 60))
+def test_padding_and_batch_composition_never_change_a_prompts_value(seed, size):
+    """Zero ablation (no dependence on other prompts): each prompt of a right-padded batch of different lengths gets
+    the value it gets alone, for random removed edge sets."""
+    model = _GPT2
+    g = np.random.default_rng(seed % 7)
+    lengths = (5, 7, 6, 5)
+    data = ci.ContrastSet.from_tokens([g.integers(1, VOCAB, L).tolist() for L in lengths],
+                                      [g.integers(1, VOCAB, L).tolist() for L in lengths],
+                                      answer=[1, 2, 3, 4], wrong=[5, 6, 7, 8])
+    edges = edge_universe(model)
+    rng = np.random.default_rng(seed)
+    columns = [tuple(rng.choice(len(edges), size=size, replace=False)), tuple(rng.choice(len(edges), size=3))]
+    together, _ = edge_ablated_metrics(model, data, edges, columns, ci.ablate("zero"))
+    for i in range(data.n):
+        alone, _ = edge_ablated_metrics(model, data.subset([i]), edges, columns, ci.ablate("zero"))
+        np.testing.assert_allclose(alone[0], together[i], atol=TOL)
