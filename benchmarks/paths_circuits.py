@@ -146,7 +146,8 @@ def _forward_floor(model, data, rows: int) -> float:
     t = time.perf_counter()
     with torch.inference_mode():
         for a in range(0, rows, 128):
-            model.hf(big[a:a + 128].to(model.device))
+            chunk = big[a:a + 128].to(model.device)
+            model.hf(chunk, attention_mask=torch.ones_like(chunk))
     return time.perf_counter() - t
 
 

@@ -41,15 +41,14 @@ def test_edges_equal_node_and_path_ablation(name, kind):
     model, data = _model(name)
     edges = edge_universe(model)
     last = model.n_layers - 1
-    # zeroing the embedding leaves a stream of (nearly) zeros, where the norm amplifies float rounding
-    nodes = [EMBED] * (kind == "mean") + [Site("head_out", 0, 1, ALL), Site("mlp_out", 0, None, ALL), Site("head_out", last, 2, ALL)]
+    nodes = [EMBED, Site("head_out", 0, 1, ALL), Site("mlp_out", 0, None, ALL), Site("head_out", last, 2, ALL)]
     # one edge of each receiver kind
     want = {"q": Site("q", last, 3, ALL), "k": Site("k", last, 0, ALL), "v": Site("v", last, 0, ALL),
             "mlp": Site("mlp_out", last, None, ALL), "logits": "logits"}
     singles = {k: next(i for i, e in enumerate(edges) if e.receivers[0] == r and e.senders[0] == nodes[-3])
                for k, r in want.items()}
     columns = [()] + [_out_of(edges, u) for u in nodes] + [(i,) for i in singles.values()]
-    columns += [tuple(i for i, e in enumerate(edges) if e.senders[0] != EMBED)]
+    columns += [tuple(range(len(edges)))]
     ablation = ci.ablate(kind)
     vals, run = edge_ablated_metrics(model, data, edges, columns, ablation)
     np.testing.assert_allclose(vals[:, 0], run.clean_metric, atol=TOL)
@@ -58,7 +57,7 @@ def test_edges_equal_node_and_path_ablation(name, kind):
     path = ci.scan(model, data, ci.sites.paths([edges[i] for i in singles.values()]), intervention=ablation,
                    progress=False)
     np.testing.assert_allclose(vals[:, 1 + len(nodes):-1], path.values, atol=TOL)
-    every = ci.scan(model, data, ci.sites.explicit(list(run.senders[1:])), joint=True, intervention=ablation,
+    every = ci.scan(model, data, ci.sites.explicit(list(run.senders)), joint=True, intervention=ablation,
                     progress=False)
     np.testing.assert_allclose(vals[:, -1], every.values[:, 0], atol=TOL)
     # the edges changed something (a test that could fail)
@@ -154,3 +153,16 @@ def test_padding_and_batch_composition_never_change_a_prompts_value(seed, size):
     for i in range(data.n):
         alone, _ = edge_ablated_metrics(model, data.subset([i]), edges, columns, ci.ablate("zero"))
         np.testing.assert_allclose(alone[0], together[i], atol=TOL)
+
+
+def test_zero_ablating_every_edge_into_the_logits_leaves_nothing():
+    """In a model without biases, zero-ablating every edge into the logits makes the final stream exactly zero, so
+    the logit difference is exactly 0 -- streams are sums of contributions, not clean + differences (whose float
+    residue a norm would blow up into an O(1) logit difference)."""
+    model, data = _model("stories260K")
+    edges = edge_universe(model)
+    into_logits = tuple(i for i, e in enumerate(edges) if e.receivers[0] == "logits")
+    most = tuple(i for i in range(len(edges)) if i % 10 != 3)
+    vals, run = edge_ablated_metrics(model, data, edges, [into_logits, most], ci.ablate("zero"))
+    assert np.abs(vals[:, 0]).max() < 1e-6
+    assert np.abs(run.clean_metric).max() > 1

@@ -12,6 +12,10 @@ input (``mlp_out``) and ``"logits"``.  In the edge-ablated run every receiver v 
 removed edge feeds v the sender's ablated value while every other route of u still carries its actual
 value, and the actual values themselves come from edge-ablated inputs (as in ACDC, EAP and MIB).
 
+Equivalently x_v is the sum of what v receives: the kept senders' actual contributions, the removed
+senders' ablated ones, and the attention output biases; it is computed that way (not as the clean stream
+plus differences, whose float32 residue a norm would blow up where the true stream is near zero).
+
 How it runs, per batch of (circuit, prompt) rows and per layer: a *compute pass* writes, for each group of
 receivers with the same removed senders, the stream they read and reads their q/k/v (and parallel MLPs);
 an *attention pass* writes every head's recomputed q/k/v and reads the heads' outputs; in sequential
@@ -33,7 +37,7 @@ from ..spec.sites import ALL, Site, SiteError
 from . import plan as P
 from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _resample_sources, baseline_metrics, check_finite,
                       model_shape, read_positions)
-from .paths import (_check_head_sender, _check_logit_readout, _compute_pass, _new_values, _sender_delta, _sequential,
+from .paths import (_check_head_sender, _check_logit_readout, _compute_pass, _new_values, _sequential,
                     enters, reads)
 from .unit import embedding_module, keep_index
 
@@ -130,8 +134,13 @@ def canonical_edges(model: Model, edges) -> tuple[Path, ...]:
 class EdgeRun:
     """Per-prompt metric of edge-ablated runs: ``metrics(columns)`` -> [n_prompts, n_columns].
 
-    Built once per (model, data, edges, ablation): caches the clean run, the ablated value of every
+    Built once per (model, data, edges, ablation): caches the clean run, the ablated contribution of every
     sender and the unpatched metrics; each column is a set of indices into `edges` that are removed.
+
+    Every stream a receiver reads is formed as the sum of the contributions it receives (the kept senders'
+    actual ones, the removed senders' ablated ones, attention output biases), never as the clean stream plus
+    differences: a stream that should be (near) zero -- zero ablation of everything upstream -- then is, where
+    a difference of large terms would leave float32 residue that a norm blows up.
     """
 
     def __init__(self, model, data: ContrastSet, edges, intervention, metric=None, *, batch_size=None,
@@ -144,18 +153,23 @@ class EdgeRun:
             raise ScanError("edge ablation runs locally only (it writes per-receiver streams); load the model locally")
         self.model, self.data, self.intervention, self.metric = model, data, intervention, metric
         self.edges = canonical_edges(model, edges)
-        self.senders = list(dict.fromkeys(e.senders[0] for e in self.edges))
-        self.sender_index = {s: j for j, s in enumerate(self.senders)}
-        self.edge_parts = [(self.sender_index[e.senders[0]], e.receivers[0]) for e in self.edges]
-        n, T = data.n, max(data.lengths)
-        self.read_pos = read_positions(data, metric)
         L = model.n_layers
         self.sequential = [_sequential(model, layer) for layer in range(L)]
         self.heads_split = [_heads_have_shares(model, layer) for layer in range(L)]
+        # every node that writes to the stream, in execution order; edges' senders are among them
+        self.nodes = [EMBED] + [s for layer in range(L) for s in _senders(model, layer)]
+        self.node_index = {s: j for j, s in enumerate(self.nodes)}
+        self.enters = [enters(model, s) for s in self.nodes]
+        missing = [e.label for e in self.edges if e.senders[0] not in self.node_index]
+        if missing:
+            raise SiteError(f"edges {missing[:3]}: their senders are not nodes of this model's edge graph")
+        self.senders = list(dict.fromkeys(e.senders[0] for e in self.edges))
+        self.edge_parts = [(self.node_index[e.senders[0]], e.receivers[0]) for e in self.edges]
+        n, T = data.n, max(data.lengths)
+        self.read_pos = read_positions(data, metric)
 
-        keys = {("resid_pre", layer) for layer in range(L)} | {("resid_post", L - 1)}
-        keys |= {("resid_mid", layer) for layer in range(L) if self.sequential[layer]}
-        keys |= {("attn_out", layer) for layer in range(L)} | {("mlp_out", layer) for layer in range(L)}
+        keys = {("resid_pre", 0)} | {("attn_out", layer) for layer in range(L)}
+        keys |= {("mlp_out", layer) for layer in range(L)}
         keys |= {("head_out", layer) for layer in range(L) if self.heads_split[layer]}
         self.skip = _can_skip(model)
         keys |= {("resid_post", layer) for layer in range(L)} if self.skip else set()
@@ -184,23 +198,48 @@ class EdgeRun:
         self.clean_logits = clean_logits
         _check_logit_readout(model, [Path((EMBED,), (LOGITS,))], self.clean, self.read_pos, clean_logits)
 
-        # each sender's ablated contribution minus its clean contribution: [n, T, d]
+        self.multiplier = float(getattr(model.config, "residual_multiplier", 1.0) or 1.0)
+        # what attention adds besides its heads (the output projection's bias), per layer with head nodes
+        self.bias = {layer: self._o_proj(layer, torch.zeros(1, 1, model.n_heads * model.d_head))[0, 0]
+                     * self.multiplier for layer in range(L) if self.heads_split[layer]}
+        # each sender's ablated contribution to the stream: [n, T, d]
         resample_from = (_resample_sources(n, len(self.senders), intervention.seed, data.lengths)
                          if kind == "resample" else None)
         lengths = torch.tensor(data.lengths)
-        self.ablated = []
+        self.ablated = {}
         for j, s in enumerate(self.senders):
-            base_acts = self.clean[(s.component, s.layer)]
-            new = _new_values(kind, s, j, None, base_acts, source, data, resample_from, lengths)
-            if s.head is not None:
-                new = new[..., s.head, :]
-            self.ablated.append(_sender_delta(model, s, base_acts, new, None))
+            new = _new_values(kind, s, j, None, self.clean[(s.component, s.layer)], source, data, resample_from,
+                              lengths)
+            self.ablated[self.node_index[s]] = self._contribution(s, new)
         self.tokens = data.tokens("clean")
-        self.multiplier = float(getattr(model.config, "residual_multiplier", 1.0) or 1.0)
+
+    # --- contributions to the stream ----------------------------------------------------------------
+    def _o_proj(self, layer: int, flat: torch.Tensor) -> torch.Tensor:
+        o_proj = self.model.hf.get_submodule(self.model.location("head_out", layer).module)
+        with torch.no_grad():
+            return o_proj(flat.to(self.model.device)).float().cpu()
+
+    def _head_contributions(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """[H, rows, T, d]: each head's share W_O,h z_h of the attention output (bias excluded), from per-head
+        outputs z [rows, T, H, d_head]: the projection of z with every other head zeroed, minus the bias."""
+        rows, T, H, dh = z.shape
+        one = torch.zeros(H, rows, T, H, dh, dtype=z.dtype)
+        for h in range(H):
+            one[h, :, :, h] = z[:, :, h]
+        out = self._o_proj(layer, one.reshape(H * rows, T, H * dh)).reshape(H, rows, T, -1)
+        return (out - self._o_proj(layer, torch.zeros(1, 1, H * dh, dtype=z.dtype))) * self.multiplier
+
+    def _contribution(self, s: Site, acts: torch.Tensor) -> torch.Tensor:
+        """What node `s` adds to the residual stream given its activation (canonical view; a head: [.., H, dh])."""
+        if s.component == "head_out":
+            return self._head_contributions(s.layer, acts)[s.head]
+        if s.component == "resid_pre":
+            return acts.float()
+        return acts.float() * self.multiplier
 
     # --- one batch of rows ---------------------------------------------------------------------------
     def _removed(self, columns) -> list[dict]:
-        """Per column: receiver -> frozenset of removed sender indices."""
+        """Per column: receiver -> frozenset of removed sender (node) indices."""
         out = []
         for col in columns:
             d: dict = {}
@@ -210,17 +249,23 @@ class EdgeRun:
             out.append({r: frozenset(v) for r, v in d.items()})
         return out
 
-    def _stream(self, key, prompts, rows_e, sets_e, delta, actual) -> torch.Tensor:
-        """Streams of expanded rows (a row and the set of senders removed for its receivers): the clean stream plus
-        the row's actual change, minus (actual - ablated) of each removed sender.  [E, T, d]"""
-        pe = prompts[rows_e]
-        x = self.clean[key][torch.as_tensor(pe)].float() + delta[torch.as_tensor(rows_e)]
-        for j in sorted(set().union(*sets_e)):
-            sel = np.flatnonzero([j in g for g in sets_e])
-            fix = -self.ablated[j][torch.as_tensor(pe[sel])]
-            if j in actual:
-                fix = fix + actual[j][torch.as_tensor(rows_e[sel])]
-            x[torch.as_tensor(sel)] -= fix
+    def _stream(self, state: int, prompts, rows_e, sets_e, actual: dict) -> torch.Tensor:
+        """Streams of expanded rows (a row and the set of nodes removed for its receivers) at stream `state`:
+        the sum over upstream nodes of their actual contribution, or the ablated one where removed, plus the
+        attention biases.  [E, T, d]"""
+        up = [j for j in range(len(self.nodes)) if self.enters[j] <= state]
+        rows_t, prompts_t = torch.as_tensor(rows_e), torch.as_tensor(prompts[rows_e])
+        x = None
+        for j in up:
+            term = actual[j][rows_t]
+            sel = [e for e, g in enumerate(sets_e) if j in g]
+            if sel:
+                term = term.clone()
+                term[torch.as_tensor(sel)] = self.ablated[j][prompts_t[torch.as_tensor(sel)]]
+            x = term if x is None else x + term
+        for layer, b in self.bias.items():
+            if self.enters[self.node_index[Site("head_out", layer, 0, ALL)]] <= state:
+                x = x + b
         return x
 
     def _passes(self, tokens, keep, writes: dict, reads_: dict, prompts: np.ndarray, layer: int) -> dict:
@@ -238,12 +283,11 @@ class EdgeRun:
     def _rows(self, cols: np.ndarray, prompts: np.ndarray, removed: list[dict]) -> np.ndarray:
         """Metric values of (column, prompt) rows."""
         model, L, H = self.model, self.model.n_layers, self.model.n_heads
-        m, T, d = len(cols), self.tokens.shape[1], model.d_model
+        m = len(cols)
         pt = torch.as_tensor(prompts)
         toks = self.tokens[pt]
         keep = keep_index(self.read_pos[pt])[0]
-        delta = torch.zeros(m, T, d)                 # actual - clean stream, accumulated layer by layer
-        actual: dict = {}                            # sender index -> [m, T, d] actual - clean contribution
+        actual = {0: self.clean[("resid_pre", 0)][pt].float()}   # node index -> [m, T, d] actual contribution
         empty = frozenset()
         col_sets = [removed[c] for c in cols]
 
@@ -254,10 +298,8 @@ class EdgeRun:
             index = np.empty((m, len(receivers)), dtype=int)
             for k in range(m):
                 for i, r in enumerate(receivers):
-                    g = col_sets[k].get(r, empty)
-                    index[k, i] = where.setdefault((k, g), len(where))
-            pairs = list(where)
-            return np.array([k for k, _ in pairs]), [g for _, g in pairs], index
+                    index[k, i] = where.setdefault((k, col_sets[k].get(r, empty)), len(where))
+            return np.array([k for k, _ in where]), [g for _, g in where], index
 
         for layer in range(L):
             recv = _receivers(model, layer)
@@ -266,10 +308,8 @@ class EdgeRun:
             pre_recv = attn_recv + ([recv[-1]] if parallel_mlp else [])
             key = ("resid_pre", layer)
             rows_e, sets_e, index = expand(pre_recv)
-            x = self._stream(key, prompts, rows_e, sets_e, delta, actual)
-            reads_ = {("attn_out", layer): [None]}
-            if self.heads_split[layer]:
-                reads_[("head_out", layer)] = [None]
+            x = self._stream(2 * layer, prompts, rows_e, sets_e, actual)
+            reads_ = {("head_out" if self.heads_split[layer] else "attn_out", layer): [None]}
             if len(rows_e) == m:   # every receiver of a row reads the same stream: one pass for attention (and MLP)
                 if parallel_mlp:
                     reads_[("mlp_out", layer)] = [None]
@@ -291,40 +331,28 @@ class EdgeRun:
                 out = self._passes(toks, keep, writes, reads_, prompts, layer)
                 if parallel_mlp:
                     out[("mlp_out", layer, None)] = got[("mlp_out", layer, None)][torch.as_tensor(index[:, -1])]
-            attn_change = (out[("attn_out", layer, None)].float() - self.clean[("attn_out", layer)][pt].float())
-            attn_change = attn_change * self.multiplier
             if self.heads_split[layer]:
-                self._head_changes(layer, out[("head_out", layer, None)], pt, actual)
-            elif (j := self.sender_index.get(Site("attn_out", layer, None, ALL))) is not None:
-                actual[j] = attn_change
+                shares = self._head_contributions(layer, out[("head_out", layer, None)])
+                for h in range(H):
+                    actual[self.node_index[Site("head_out", layer, h, ALL)]] = shares[h]
+            else:
+                actual[self.node_index[Site("attn_out", layer, None, ALL)]] = \
+                    out[("attn_out", layer, None)].float() * self.multiplier
+            mlp = recv[-1]
             if not parallel_mlp:
-                delta = delta + attn_change
-                rows_e, sets_e, index = expand([recv[-1]])
-                x = self._stream(("resid_mid", layer), prompts, rows_e, sets_e, delta, actual)
+                rows_e, sets_e, _ = expand([mlp])
+                x = self._stream(reads(model, mlp)[0], prompts, rows_e, sets_e, actual)
                 out = self._passes(toks, keep, {("resid_mid", layer): x}, {("mlp_out", layer): [None]}, prompts, layer)
-            mlp_change = (out[("mlp_out", layer, None)].float() - self.clean[("mlp_out", layer)][pt].float())
-            mlp_change = mlp_change * self.multiplier
-            if (j := self.sender_index.get(Site("mlp_out", layer, None, ALL))) is not None:
-                actual[j] = mlp_change
-            delta = delta + mlp_change + (attn_change if parallel_mlp else 0.0)
+            actual[self.node_index[Site("mlp_out", layer, None, ALL)]] = \
+                out[("mlp_out", layer, None)].float() * self.multiplier
 
         from ..lens import final_logits
-        final = ("resid_post", L - 1)
         rows_e, sets_e, _ = expand([LOGITS])
-        x = self._stream(final, prompts, rows_e, sets_e, delta, actual)
+        x = self._stream(reads(model, LOGITS)[0], prompts, rows_e, sets_e, actual)
         rp = self.read_pos[pt]
-        resid = x[torch.arange(m), rp].to(self.clean[final].dtype)
-        picked = final_logits(model, resid).float().cpu()
+        picked = final_logits(model, x[torch.arange(m), rp].to(self.clean[("resid_pre", 0)].dtype)).float().cpu()
         wrong = self.wrong[pt] if self.wrong is not None else None
         return self.metric.compute(picked, self.answer[pt], wrong, self.clean_logits[pt]).numpy()
-
-    def _head_changes(self, layer: int, heads: torch.Tensor, pt, actual: dict) -> None:
-        """Each sender head's actual - clean contribution, through the attention output projection."""
-        base = self.clean[("head_out", layer)][pt]
-        for h in range(self.model.n_heads):
-            j = self.sender_index.get(Site("head_out", layer, h, ALL))
-            if j is not None:
-                actual[j] = _sender_delta(self.model, self.senders[j], base, heads[:, :, h], None)
 
     def metrics(self, columns, progress: bool = False) -> np.ndarray:
         """[n_prompts, n_columns]: the metric with each column's edges (indices into `edges`) removed."""
