@@ -41,3 +41,12 @@ def test_markdown_sections():
     assert "| 50% | 5 |" in md and "CPR" in md
     md = rc.section_markdown(st)
     assert "head_out L0.H1 @all | 1.00 | yes" in md
+
+
+def test_an_edge_curve_says_it_counts_edges():
+    values = np.array([[0.5, 1.0], [0.4, 1.1], [0.6, 0.9]])
+    curve = curve_from_values(values, np.zeros(3), np.ones(3), [0.5, 1.0], [55, 110], n_resamples=50,
+                              meta={"level": "edges", "universe_size": 110, "ablation": "mean"})
+    md = rc.section_markdown(curve)
+    assert md.startswith("## Faithfulness curve (edges)")
+    assert "of 110 edges" in rc.faithfulness_figure(curve, fmt="svg").caption

@@ -28,7 +28,8 @@ def faithfulness_figure(curve, *, fmt: str = "png", title: str = "Faithfulness c
     ax.axhline(1.0, color="#6e7781", linewidth=1, linestyle="--")
     ax.axhline(0.0, color="#6e7781", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("circuit size (% of nodes, top of the ranking)", fontsize=9)
+    level = curve.meta.get("level", "nodes")
+    ax.set_xlabel(f"circuit size (% of {level}, top of the ranking)", fontsize=9)
     ax.set_ylabel("faithfulness", fontsize=9)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
@@ -36,7 +37,7 @@ def faithfulness_figure(curve, *, fmt: str = "png", title: str = "Faithfulness c
     caption = (f"CPR (area under the curve, higher is better) {cpr[0]:.3f} [{cpr[1]:.3f}, {cpr[2]:.3f}]; "
                f"CMD (area between the curve and 1, lower is better) {cmd[0]:.3f} [{cmd[1]:.3f}, {cmd[2]:.3f}]; "
                f"{curve.n_resamples} bootstrap resamples, {curve.values.shape[0]} prompts; "
-               f"ablation {curve.meta.get('ablation', '?')} of {curve.meta.get('universe_size', '?')} nodes.")
+               f"ablation {curve.meta.get('ablation', '?')} of {curve.meta.get('universe_size', '?')} {level}.")
     return Figure("faithfulness_curve", title, caption, _save(fig, fmt), _mime(fmt))
 
 
@@ -79,7 +80,7 @@ def section_markdown(obj) -> str:
     if isinstance(obj, FaithfulnessCurve):
         rows = [f"| {100 * f:g}% | {k} | {e:.3f} | [{lo:.3f}, {hi:.3f}] |"
                 for f, k, e, lo, hi in zip(obj.fractions, obj.k, obj.estimate, obj.ci_low, obj.ci_high)]
-        return ("## Faithfulness curve\n\n| size | k | faithfulness | CI |\n|---|---|---|---|\n" + "\n".join(rows)
+        return (f"## Faithfulness curve ({obj.meta.get('level', 'nodes')})\n\n| size | k | faithfulness | CI |\n|---|---|---|---|\n" + "\n".join(rows)
                 + f"\n\nCPR {obj.cpr[0]:.3f} [{obj.cpr[1]:.3f}, {obj.cpr[2]:.3f}], "
                   f"CMD {obj.cmd[0]:.3f} [{obj.cmd[1]:.3f}, {obj.cmd[2]:.3f}]\n")
     fig = figure_for(obj, "svg")
