@@ -476,3 +476,26 @@ def test_edge_circuit_faithfulness_matches_reference(name):
     np.testing.assert_allclose(eff.target, ref[:, 2], rtol=0, atol=TOL)
     f = (ref[:, 0].mean() - ref[:, 1].mean()) / (ref[:, 2].mean() - ref[:, 1].mean())
     assert abs(eff.meta["faithfulness"] - f) < 1e-4 and 0.05 < abs(1 - f)
+
+
+def test_edge_faithfulness_curve_points_match_reference():
+    """Each point of an edge faithfulness curve is the top-k edges of the ranking kept, every other edge removed."""
+    import causalinterp as ci
+    edges_mod = _engine()
+    hf32, hf64 = load("gpt2", torch.float32), load("gpt2", torch.float64)
+    model = ci.load_model(hf32)
+    data = prompts(hf32, n=4)
+    universe = edges_mod.edge_universe(model)
+    keys = _edge_keys(hf64, universe)
+    order = np.random.default_rng(9).permutation(len(universe)).tolist()
+    sizes = (0.05, 0.3, 0.6, 1.0)
+    curve = ci.faithfulness_curve(model, data, [universe[j] for j in order], "mean", sizes=sizes, n_resamples=100)
+    ks = [int(np.floor(f * len(universe) + 0.5)) for f in sizes]        # 6, 33, 66, 110 of 110
+    assert curve.k.tolist() == ks
+    columns = [tuple(sorted(order[k:])) for k in ks] + [tuple(range(len(universe))), ()]
+    ref = reference_metrics(hf64, data, keys, columns, ablated_values(hf64, data, "mean", 2))
+    np.testing.assert_allclose(curve.values, ref[:, :len(ks)], rtol=0, atol=TOL)
+    np.testing.assert_allclose(curve.empty, ref[:, -2], rtol=0, atol=TOL)
+    np.testing.assert_allclose(curve.full, ref[:, -1], rtol=0, atol=TOL)
+    f = (ref[:, :len(ks)].mean(0) - ref[:, -2].mean()) / (ref[:, -1].mean() - ref[:, -2].mean())
+    np.testing.assert_allclose(curve.estimate, f, rtol=0, atol=1e-4)
