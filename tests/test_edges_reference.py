@@ -336,23 +336,23 @@ def test_engine_matches_reference_on_random_edge_sets(name, kind):
     vals, ref, columns, keys = _engine_case(name, kind)
     moved = np.abs(ref - ref[:, :1]).max(0)
     assert (moved[1:] > 100 * TOL).sum() >= len(columns) // 2, "most edge sets must move the metric"
-    if kind == "zero":   # see the next test for zero ablation of receivers that are cut off from every sender
-        ok = [c for c, col in enumerate(columns) if not starving(keys, col)]
-        assert len(ok) >= 6
-        vals, ref = vals[:, ok], ref[:, ok]
-    np.testing.assert_allclose(vals, ref, rtol=0, atol=TOL, err_msg=f"{name} {kind}")
+    assert sum(starving(keys, col) for col in columns) >= 3
+    np.testing.assert_allclose(vals, ref, rtol=1e-6, atol=TOL, err_msg=f"{name} {kind}")
 
 
-@pytest.mark.xfail(strict=True, reason="engine/edges.py forms a receiver's stream as clean + sum(actual - clean) - "
-                   "sum(actual - ablated); under zero ablation a receiver cut off from every sender reads exactly 0, "
-                   "the float32 cancellation leaves ~1e-6 and RMSNorm amplifies it (stories260K: up to 2.0 logits "
-                   "off where the exact value is 0; a float32 run of the reference is within 1e-4)")
 @pytest.mark.parametrize("name", [pytest.param("stories260K", marks=SLOW), "llama"])
 def test_engine_zero_ablation_of_cut_off_receivers(name):
+    """Zero ablation with every edge into some receivers removed: in a bias-free model those receivers read exactly
+    0, and so does the final norm when every edge into the logits is removed (logit difference exactly 0).  Forming
+    a stream as clean + differences instead of a sum of contributions left float32 residue there that RMSNorm
+    amplified (stories260K: up to 2.0 logits off; fixed in engine/edges.py c04d8b8)."""
     vals, ref, columns, keys = _engine_case(name, "zero")
     cut = [c for c, col in enumerate(columns) if starving(keys, col)]
     assert len(cut) >= 3
-    np.testing.assert_allclose(vals[:, cut], ref[:, cut], rtol=0, atol=1e-3 if name == "stories260K" else 1e-4)
+    np.testing.assert_allclose(vals[:, cut], ref[:, cut], rtol=1e-6, atol=TOL)
+    every = columns.index(tuple(range(len(keys))))
+    assert np.abs(ref[:, every]).max() < 1e-9          # nothing the prompt computes reaches the logits
+    np.testing.assert_allclose(vals[:, every], 0.0, atol=1e-6)
 
 
 def test_engine_values_do_not_depend_on_batching_or_column_order():
