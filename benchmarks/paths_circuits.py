@@ -151,8 +151,9 @@ def _forward_floor(model, data, rows: int) -> float:
     return time.perf_counter() - t
 
 
-def edges(name: str, model, data, B: int, n_random: int, split_by: str) -> dict:
-    """Edge circuits: rank on discovery, choose the size on discovery, confirm on the other half."""
+def edges(name: str, model, data, B: int, n_random: int, split_by: str, watch=()) -> dict:
+    """Edge circuits: rank on discovery, choose the size on discovery, confirm on the other half (`watch`: edges
+    whose rank to report, by label fragment)."""
     from causalinterp.circuits import edge_universe, rank
     disc, conf = data.split(0.5, seed=0, by=split_by)
     universe = edge_universe(model)
@@ -165,15 +166,16 @@ def edges(name: str, model, data, B: int, n_random: int, split_by: str) -> dict:
     effect = np.abs(scan.values.mean(0) - scan.base.mean())
     order = np.argsort(-effect, kind="stable")
     out["top_edges"] = [{"edge": universe[i].label, "mean |effect|": float(effect[i])} for i in order[:10]]
-    labels = [e.label for e in ranking]
-    out["rank_of"] = {k: labels.index(k) + 1 for k in labels if "L0.H1 @all -> " in k and " L1.H2 " in k}
+    if watch:
+        labels = [e.label for e in ranking]
+        out["rank_of"] = {k: labels.index(k) + 1 for k in labels if any(w in k for w in watch)}
     t = time.perf_counter()
     on_disc = ci.faithfulness_curve(model, disc, ranking, n_resamples=B)
     out["curve_seconds"] = time.perf_counter() - t
     reach = [int(k) for k, e in zip(on_disc.k, on_disc.estimate) if e >= 0.8 and k > 0]
     k = reach[0] if reach else int(on_disc.k[-1])
     out["chosen_k"] = k
-    out["discovery_curve"] = on_disc.to_dict()
+    out["discovery_curve"] = {"k": on_disc.k.tolist(), "estimate": on_disc.estimate.tolist()}
     t = time.perf_counter()
     eff = ci.faithfulness(model, conf, ci.Circuit(edges=ranking[:k]), n_random=n_random)
     secs = time.perf_counter() - t
@@ -188,7 +190,8 @@ def edges(name: str, model, data, B: int, n_random: int, split_by: str) -> dict:
     out["beats_random"] = {"verdict": br.verdict, "estimate": br.estimate, "reasons": list(br.reasons),
                            "random_faithfulness_median": float(np.median(
                                (eff.random_values.mean(0) - eff.base.mean()) / (eff.target.mean() - eff.base.mean())))}
-    out["curve"] = ci.faithfulness_curve(model, conf, ranking, n_resamples=B).to_dict()
+    out["curve"] = {k: v for k, v in ci.faithfulness_curve(model, conf, ranking, n_resamples=B).to_dict().items()
+                    if k != "ranking"}      # the ranking is every edge; its top is in top_edges
     return out
 
 
@@ -211,7 +214,8 @@ def main(small: bool = False) -> dict:
     out["ioi"] = ioi(48 if small else 120, B, 4 if small else 20)
     n_random = 20 if small else 100
     out["edges"] = [edges("induction testbed", testbeds.load("induction"), testbeds.induction_data(24 if small else 64),
-                          B, n_random, "prompt"),
+                          B, n_random, "prompt", watch=("L0.H1 @all -> q L1.H2", "L0.H1 @all -> k L1.H2",
+                                                        "L0.H1 @all -> v L1.H2")),
                     edges("IOI testbed", testbeds.load("ioi"), testbeds.ioi_data(48 if small else 120, seed=7), B,
                           n_random, "cluster")]
     story = stories_edges(small, B)
