@@ -211,6 +211,8 @@ class EdgeRun:
             new = _new_values(kind, s, j, None, self.clean[(s.component, s.layer)], source, data, resample_from,
                               lengths)
             self.ablated[self.node_index[s]] = self._contribution(s, new)
+        self.ablated_order = sorted(self.ablated)
+        self.ablated_stack = torch.stack([self.ablated[j] for j in self.ablated_order], 1).reshape(n, len(self.ablated), -1)
         self.tokens = data.tokens("clean")
 
     # --- contributions to the stream ----------------------------------------------------------------
@@ -250,19 +252,35 @@ class EdgeRun:
         return out
 
     def _stream(self, state: int, prompts, rows_e, sets_e, actual: dict) -> torch.Tensor:
-        """Streams of expanded rows (a row and the set of nodes removed for its receivers) at stream `state`:
+        """Streams of expanded rows (a row and the set of nodes removed for its receivers; `rows_e` ascending) at `state`:
         the sum over upstream nodes of their actual contribution, or the ablated one where removed, plus the
         attention biases.  [E, T, d]"""
         up = [j for j in range(len(self.nodes)) if self.enters[j] <= state]
-        rows_t, prompts_t = torch.as_tensor(rows_e), torch.as_tensor(prompts[rows_e])
-        x = None
-        for j in up:
-            term = actual[j][rows_t]
-            sel = [e for e, g in enumerate(sets_e) if j in g]
-            if sel:
-                term = term.clone()
-                term[torch.as_tensor(sel)] = self.ablated[j][prompts_t[torch.as_tensor(sel)]]
-            x = term if x is None else x + term
+        m = len(prompts)
+        shape = actual[0].shape[1:]
+        A = torch.stack([actual[j] for j in up], 1).reshape(m, len(up), -1)        # [m, N, T*d]
+        pos = {j: i for i, j in enumerate(up)}
+        masks: dict = {}                  # each distinct removed set once (all prompts of a circuit share it)
+        for g in sets_e:
+            if g not in masks:
+                row = torch.zeros(len(up))
+                row[[pos[j] for j in g]] = 1.0
+                masks[g] = row
+        removed = torch.stack([masks[g] for g in sets_e]) if sets_e else torch.zeros(0, len(up))
+        kept = 1.0 - removed
+        x = torch.empty(len(rows_e), A.shape[-1])
+        senders = [pos[j] for j in self.ablated_order if j in pos]
+        stacked = self.ablated_stack[:, [self.ablated_order.index(up[i]) for i in senders]]
+        bounds = np.searchsorted(rows_e, np.arange(m + 1))      # expanded rows come grouped by row, in order
+        for k in range(m):
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            if a == b:
+                continue
+            x[a:b] = kept[a:b] @ A[k]
+            r = removed[a:b, senders]
+            if r.any():
+                x[a:b] += r @ stacked[prompts[k]]
+        x = x.reshape(len(rows_e), *shape)
         for layer, b in self.bias.items():
             if self.enters[self.node_index[Site("head_out", layer, 0, ALL)]] <= state:
                 x = x + b
