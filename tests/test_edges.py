@@ -166,3 +166,22 @@ def test_zero_ablating_every_edge_into_the_logits_leaves_nothing():
     vals, run = edge_ablated_metrics(model, data, edges, [into_logits, most], ci.ablate("zero"))
     assert np.abs(vals[:, 0]).max() < 1e-6
     assert np.abs(run.clean_metric).max() > 1
+
+
+def test_families_without_per_head_shares_use_attn_out_senders():
+    """OLMo 2 normalises attention's output before the residual: its senders are whole attention outputs, and
+    the equalities with node ablation and path patching hold for them; Gemma 2 soft-caps its logits, so the
+    logits receiver (and with it edge ablation) is refused with the reason."""
+    model, data = ci.load_model(build_hf("olmo2")), random_data(n=4, T=6)
+    edges = edge_universe(model)
+    assert {e.senders[0].component for e in edges} == {"resid_pre", "attn_out", "mlp_out"}
+    attn = Site("attn_out", 0, None, ALL)
+    single = next(i for i, e in enumerate(edges) if e.senders[0] == attn and e.receivers[0] == Site("q", 1, 2, ALL))
+    vals, run = edge_ablated_metrics(model, data, edges, [_out_of(edges, attn), (single,)], ci.ablate("mean"))
+    node = ci.scan(model, data, [attn], intervention=ci.ablate("mean"), progress=False)
+    path = ci.scan(model, data, ci.sites.paths([edges[single]]), intervention=ci.ablate("mean"), progress=False)
+    np.testing.assert_allclose(vals, np.column_stack([node.values[:, 0], path.values[:, 0]]), atol=TOL)
+    assert np.abs(vals[:, 0] - run.clean_metric).max() > 100 * TOL
+    gemma2 = ci.load_model(build_hf("gemma2"))
+    with pytest.raises(ScanError, match="soft-capping"):
+        edge_ablated_metrics(gemma2, data, edge_universe(gemma2)[:2], [(0,)], ci.ablate("mean"))
