@@ -208,13 +208,15 @@ def ablated_metrics(model: Model, data, universe, columns, intervention, metric=
 
 def faithfulness(model, data, circuit: Circuit, ablation: str = "mean", *, universe=None, n_random: int = 0,
                  seed: int = 0, reference: str = "corrupt", metric=None, batch_size=None, memory_budget="2GB",
-                 cache: dict | None = None) -> Effects:
-    """The circuit's model (every universe node outside it ablated) per prompt, framed for claims.
+                 cache: dict | None = None, progress: bool = False) -> Effects:
+    """The circuit's model (every universe node or edge outside it ablated) per prompt, framed for claims.
 
     Returns `Effects` with one joint column: ``values`` = m(C), ``base`` = m(0) (all universe nodes
     ablated), ``target`` = m(M) (nothing ablated, the clean run), ``random_values`` = m of `n_random`
     random circuits of the same size (seeded, distinct).  ``meta["faithfulness"]`` is the point estimate;
-    ``ci.evaluate(eff, ci.claims.faithful(at_least=...))`` gives it with a (cluster) bootstrap CI.
+    ``ci.evaluate(eff, ci.claims.faithful(at_least=...))`` gives it with a (cluster) bootstrap CI.  An edge
+    circuit (``Circuit(edges=...)``) is evaluated over `edge_universe` (or `universe=` edges); `progress`
+    shows a bar for its (circuit, prompt) rows.
 
     Examples:
         >>> import causalinterp as ci
@@ -241,7 +243,7 @@ def faithfulness(model, data, circuit: Circuit, ablation: str = "mean", *, unive
         random_sets = random_site_sets(len(uni), len(members), int(n_random), seed)
         columns += [_complement(uni, [uni[j] for j in picks]) for picks in random_sets]
     vals, full, ctx = _ablated(model, data, uni, columns, intervention, metric, edges, batch_size=batch_size,
-                               memory_budget=memory_budget, cache=cache)
+                               memory_budget=memory_budget, cache=cache, progress=progress)
     m_c, m_0 = vals[:, 0], vals[:, 1]
     gap = full.mean() - m_0.mean()
     f = float((m_c.mean() - m_0.mean()) / gap) if gap != 0 else float("nan")
@@ -362,7 +364,7 @@ def curve_from_values(values, empty, full, fractions, k, *, clusters=None, n_res
 def faithfulness_curve(model, data, ranking, ablation: str = "mean", *, sizes=MIB_SIZES, universe=None,
                        n_resamples: int = 2000, confidence_level: float = 0.95, seed: int = 0,
                        reference: str = "corrupt", metric=None, batch_size=None, memory_budget="2GB",
-                       cache: dict | None = None) -> FaithfulnessCurve:
+                       cache: dict | None = None, progress: bool = False) -> FaithfulnessCurve:
     """Faithfulness of the top-k nodes or edges of `ranking` (most important first) at each size (fractions of
     the universe; `rank` orders a scan's sites).
 
@@ -403,7 +405,7 @@ def faithfulness_curve(model, data, ranking, ablation: str = "mean", *, sizes=MI
     everything = tuple(range(len(uni)))
     columns = [_complement(uni, order[:k]) for k in ks] + [everything]
     vals, full, _ = _ablated(model, data, uni, columns, intervention, metric, edges, batch_size=batch_size,
-                             memory_budget=memory_budget, cache=cache)
+                             memory_budget=memory_budget, cache=cache, progress=progress)
     clusters = None if data.clusters is None else np.asarray(data.clusters)
     return curve_from_values(vals[:, :-1], vals[:, -1], full, fr, ks, clusters=clusters, n_resamples=n_resamples,
                              confidence_level=confidence_level, seed=seed, ranking=order,
