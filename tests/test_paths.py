@@ -131,8 +131,10 @@ def test_bad_paths_are_refused_with_reasons():
         Path((Site("head_out", 0, 1),), ("logits", Site("q", 1, 0)))
     with pytest.raises(SiteError, match="senders are"):
         Path((Site("q", 0, 1),), ("logits",))
-    with pytest.raises(ci.ScanError, match="checkpoint"):
-        ci.scan(model, data, ci.sites.path([Site("head_out", 0, 1)], "logits"), checkpoint="x", progress=False)
+    with pytest.raises(ci.ScanError, match="reuse_prefix"):
+        ci.scan(model, data, ci.sites.path([Site("head_out", 0, 1)], "logits"), reuse_prefix=True, progress=False)
+    with pytest.raises(ci.ScanError, match="joint=True"):
+        ci.scan(model, data, ci.sites.path(ci.sites.heads([(0, 1), (0, 2)]), "logits"), n_random=3, progress=False)
     with pytest.raises(SiteError, match="via must be"):
         ci.sites.path([Site("head_out", 0, 1)], [(1, 2)], via="o")
 

@@ -54,14 +54,6 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     from tqdm.auto import tqdm
 
     from ..spec.paths import is_path_spec
-    if is_path_spec(sites):  # path sites (ci.sites.path): their own two-pass unit, see engine/paths.py
-        from .paths import scan_paths
-        if checkpoint is not None or (executor is not None and not isinstance(executor, LocalExecutor)):
-            raise ScanError("path sites run in this process only (no checkpoint= or executor= yet); drop those "
-                            "arguments for a path scan")
-        return scan_paths(model, data, sites, intervention=intervention, metric=metric, joint=joint,
-                          batch_size=batch_size, memory_budget=memory_budget, progress=progress, n_random=n_random,
-                          cache=cache)
     t_start = time.perf_counter()
     if not isinstance(model, Model):
         model = load_model(model)
@@ -69,9 +61,18 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     if not callable(getattr(executor, "map", None)):
         raise ScanError(f"executor must come from causalinterp.executors (local(), ray(...), slurm(...)); "
                         f"got {type(executor).__name__}")
-    the_plan = make_plan(model, data, sites, intervention=intervention, metric=metric, joint=joint,
-                         n_random=n_random, random_pool=random_pool, seed=seed, memory_budget=memory_budget,
-                         batch_size=batch_size, reuse_prefix=reuse_prefix)
+    path_scan = is_path_spec(sites)
+    if path_scan:  # path sites (ci.sites.path): a plan of Path columns, two passes per unit (engine/paths.py)
+        from .paths import make_path_plan, prepare_paths
+        if reuse_prefix:
+            raise ScanError("reuse_prefix applies to node sites; path scans run full passes (drop reuse_prefix)")
+        the_plan = make_path_plan(model, data, sites, intervention=intervention, metric=metric, joint=joint,
+                                  n_random=n_random, random_pool=random_pool, seed=seed, memory_budget=memory_budget,
+                                  batch_size=batch_size)
+    else:
+        the_plan = make_plan(model, data, sites, intervention=intervention, metric=metric, joint=joint,
+                             n_random=n_random, random_pool=random_pool, seed=seed, memory_budget=memory_budget,
+                             batch_size=batch_size, reuse_prefix=reuse_prefix)
     store = ResultStore(checkpoint) if checkpoint is not None else None
 
     values = np.full(the_plan.n_rows, np.nan)
@@ -84,7 +85,7 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
             values[u.start:u.stop] = stored
     if store is not None:
         store.save_text("plans", f"{the_plan.key}.json", the_plan.to_json(indent=1))
-    ctx = prepare(model, data, the_plan, cache)
+    ctx = (prepare_paths if path_scan else prepare)(model, data, the_plan, cache)
 
     n_cols = len(the_plan.columns)
     bar = tqdm(total=len(the_plan.units), initial=len(the_plan.units) - len(todo), disable=not progress,
@@ -114,7 +115,7 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
             "model": model.name or type(model.hf).__name__, "memory_budget": the_plan.memory_budget,
             "n_random": n_random, "seed": seed, "plan_key": the_plan.key, "executor": repr(executor),
             "units_computed": computed, "units_reused": len(the_plan.units) - len(todo),
-            "reuse_prefix": the_plan.reuse_prefix}
+            "reuse_prefix": the_plan.reuse_prefix, **({"paths": True} if path_scan else {})}
     if n_random:
         drawn = n_cols - n_main
         meta["random_sets"] = {"distinct": drawn if drawn < n_random else None, "drawn": drawn,

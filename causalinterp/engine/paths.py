@@ -12,13 +12,20 @@ For a path (senders -> receivers) and a prompt, on the base run of the intervent
    normally); the metric is read from its logits.  A ``"logits"`` receiver needs no pass: the base run's
    final residual stream plus the senders' change goes through the final norm and unembedding.
 
-Rows are (path, prompt) pairs laid out like the engine's plan (column-major) and cut into passes by the
-memory budget; both passes take many paths at once.  Exactness against hand-written torch hooks that
-freeze every non-sender component is tested in tests/test_paths.py.  docs/paths.md gives the semantics.
+Rows are (path, prompt) pairs laid out like the engine's plan (column-major) and cut into units by the
+memory budget (`make_path_plan`, a `plan.Plan` whose sites are `Path`s); both passes of a unit take many
+paths at once.  `prepare_paths` runs the unpatched runs once into a `PathContext`, and `engine.unit.run_unit`
+hands a path unit to `PathContext.run_unit`, so `ci.scan` stores, resumes and distributes path units exactly
+as node units (`checkpoint=`, executors).  A unit computes the senders' changes (step 1) only for its own
+(sender, prompt) pairs, so memory follows the pass, not the number of prompts; both passes skip the blocks
+below the unit's lowest receiver.  Random paths for `claims.beats_random`: `random_paths`.  Exactness against
+hand-written torch hooks that freeze every non-sender component is tested in tests/test_paths.py.
+docs/paths.md gives the semantics.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,15 +33,26 @@ import torch
 from ..models.adapters import UnsupportedModelError, component_view, head_index, raw_tensor
 from ..models.load import Model
 from ..spec.data import ContrastSet
-from ..spec.paths import LOGITS, Path, PathSet
+from ..spec.interventions import Intervention
+from ..spec.metrics import Metric
+from ..spec.paths import LOGITS, SENDER_COMPONENTS, Path, PathSet
+from ..spec.schema import Bool, Seed, check_value
 from ..spec.sites import ALL, Site, SiteError, check_distinct
 from . import plan as P
-from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _means, _resample_sources, _site_positions,
-                      baseline_metrics, check_finite, model_shape, read_positions)
-from .effects import Effects
+from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _means, _random_pool, _resample_sources,
+                      _resolve_sites, _site_positions, baseline_metrics, model_identity, model_shape, random_site_sets,
+                      read_positions)
+from .fingerprint import digest
 from .unit import _Group, _run_patched, embedding_module, keep_index, logits_at, trace_kwargs
 
-__all__ = ["scan_paths", "resolve_paths"]
+__all__ = ["scan_paths", "resolve_paths", "make_path_plan", "prepare_paths", "PathContext", "random_paths",
+           "sender_pool"]
+
+
+def scan_paths(model, data: ContrastSet, spec, **kwargs):
+    """`ci.scan` of path sites (kept for callers of the old entry point): everything goes through `scan`."""
+    from .execute import scan
+    return scan(model, data, spec, **kwargs)
 
 
 # --- where things enter and leave the residual stream ---------------------------------------------
@@ -199,34 +217,222 @@ def _compute_pass(model: Model, tokens, keep, writes: dict, reads_: dict, skip=(
     return out
 
 
-def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None, joint: bool = False,
-               batch_size: int | None = None, memory_budget="2GB", progress: bool = True, n_random: int = 0,
-               cache: dict | None = None) -> Effects:
-    """`scan` for path sites: ``Effects.values [n_prompts, n_paths]`` (see the module docstring)."""
-    t_start = time.perf_counter()
-    if n_random:
-        raise ScanError("n_random (random site sets) is not available for path sites; compare paths with "
-                        "ci.sites.path over a pool of senders instead")
-    model, intervention, metric = _check_inputs(model, data, intervention, metric, n_random)
-    paths = resolve_paths(model, data, spec, joint)
-    n, T = data.n, max(data.lengths)
-    kind = intervention.kind
+# --- the plan: one column per path, random paths after the scan's own ----------------------------
+def make_path_plan(model, data: ContrastSet, spec, *, intervention=None, metric=None, joint: bool = False,
+                   n_random: int = 0, random_pool=None, seed: int = 0, memory_budget="2GB",
+                   batch_size: int | None = None) -> P.Plan:
+    """`compile.make_plan` for path sites: a `Plan` whose sites are `Path`s, one column each.
 
+    The scan's paths come first (`n_main`), then ``n_random`` random paths of the same size (`random_paths`).
+    Units are the same content-addressed row ranges as node scans, so `checkpoint=` and executors work
+    unchanged; each unit runs both passes of its rows (`PathContext.run_unit`).
+    """
+    model, intervention, metric = _check_inputs(model, data, intervention, metric, n_random)
+    seed = check_value(Seed, seed, ScanError, "seed")
+    joint = check_value(Bool, joint, ScanError, "joint")
+    paths = resolve_paths(model, data, spec, joint)
+    n_main = len(paths)
+    if n_random:
+        if n_main != 1:
+            raise ScanError(f"n_random compares one path with random paths of the same size, but {n_main} paths were "
+                            "given: pass joint=True (all of them as one path) or scan one path")
+        paths = paths + random_paths(model, data, paths[0], n_random, seed, random_pool)
+    elif random_pool is not None:
+        raise ScanError("random_pool= is the pool of senders for random paths: it needs n_random > 0")
+    n, T = data.n, max(data.lengths)
+    read_pos = read_positions(data, metric)
+    shape = model_shape(model)
+    senders = list(dict.fromkeys(s for p in paths for s in p.senders))
+    receivers = list(dict.fromkeys(r for p in paths for r in p.receivers))
+    n_cached = len({(s.component, s.layer) for s in senders}) + len({reads(model, r)[1] for r in receivers})
+    n_keep = len(torch.unique(read_pos))
+    # a row's pass also holds its senders' changes and the streams written at its receivers: [T, d] each
+    width = max(len(p.senders) for p in paths) + max(len(p.receivers) for p in paths) + 1
+    per_row = P.bytes_per_row(shape, T, n_keep) + width * T * model.d_model * 4
+    fixed = P.cache_bytes(shape, n, T, n_cached + model.n_layers)
+    budget = P.parse_bytes(memory_budget)
+    on_cpu = model.device.type == "cpu"
+    rows = P.rows_per_pass(len(paths) * n, per_row, fixed, budget, batch_size, on_cpu)
+    base_rows = P.rows_per_pass(n, per_row, fixed, budget, batch_size, on_cpu)
+    skip = _can_skip(model)
+
+    ident = model_identity(model)
+    data_hash = digest(data.to_dict())
+    columns = tuple((c,) for c in range(len(paths)))
+    key = digest("paths", ident, data_hash, [p.to_dict() for p in paths], intervention.to_dict(), metric.to_dict(),
+                 skip, n_main)
+    low = np.array([min((r.layer for r in p.receivers if r != LOGITS), default=model.n_layers) for p in paths])
+    row_col, _ = P.make_rows(len(paths), n)
+    units = []
+    for i, (r0, r1) in enumerate(P.chunks(len(paths) * n, rows)):
+        lo = int(low[row_col[r0:r1]].min())
+        passes = 0 if lo == model.n_layers else 2      # rows ending in "logits" need no forward pass
+        flops = passes * P.unit_flops(shape, r1 - r0, T, lo if skip else 0, n_keep)
+        units.append(P.Unit(i, digest(key, r0, r1), r0, r1, min(lo, model.n_layers - 1), flops,
+                            P.unit_bytes(shape, r1 - r0, T, lo if skip else 0, n_keep)))
+    return P.Plan(key=key, model=ident, data_hash=data_hash, n_prompts=n, seq_len=T, sites=tuple(paths),
+                  columns=columns, n_main=n_main, joint=joint, n_random=n_random, seed=seed,
+                  intervention=intervention.to_dict(), metric=metric.to_dict(), rows_per_pass=rows,
+                  base_rows=base_rows, memory_budget=budget, skip_blocks=skip, units=tuple(units))
+
+
+def sender_pool(model: Model, data: ContrastSet, path: Path, random_pool=None) -> list[Site]:
+    """Candidate senders for random paths to `path`'s receivers: `random_pool` if given, else the senders'
+    component(s) at their position(s), at every layer (and head), that are upstream of every receiver."""
+    states = [reads(model, r)[0] for r in path.receivers]
+    upstream = lambda s: all(enters(model, s) <= st for st in states)  # noqa: E731
+    if random_pool is None:
+        pool = [s for s in _random_pool(model, path.senders) if upstream(s)]
+    else:
+        pool = list(_resolve_sites(model, data, random_pool))
+        for s in pool:
+            if s.component not in SENDER_COMPONENTS:
+                raise ScanError(f"random_pool: {s.label} cannot send; senders are {', '.join(SENDER_COMPONENTS)}")
+            if not upstream(s):
+                raise ScanError(f"random_pool: {s.label} is not upstream of every receiver of {path.label}, so a "
+                                "random path with it would not reach them; drop it from the pool")
+    for s in pool:
+        if s.component == "head_out":
+            _check_head_sender(model, s)
+    return pool
+
+
+def random_paths(model: Model, data: ContrastSet, path: Path, n_random: int, seed: int,
+                 random_pool=None) -> tuple[Path, ...]:
+    """`n_random` random paths of `path`'s size: its receivers, and as many distinct senders drawn (seeded, by
+    `compile.random_site_sets`) from `sender_pool` less the path's own senders (the whole pool when that
+    leaves too few).  Fewer than `n_random` come back when the pool has fewer distinct sender sets: all of them."""
+    pool = sender_pool(model, data, path, random_pool)
+    k = len(path.senders)
+    others = [s for s in pool if s not in set(path.senders)]
+    if len(others) < k:
+        others = pool
+    if len(others) < k:
+        raise ScanError(f"the random sender pool has {len(others)} senders, fewer than the {k} of {path.label}; pass "
+                        "a larger random_pool=")
+    return tuple(Path(tuple(others[i] for i in sorted(picks)), path.receivers)
+                 for picks in random_site_sets(len(others), k, n_random, seed))
+
+
+# --- the context every unit reads ------------------------------------------------------------------
+@dataclass
+class PathContext:
+    """Everything a path unit needs besides the model (built once by `prepare_paths`, shipped to workers).
+
+    The unpatched runs' activations are cached for every prompt; the senders' changes to the stream are
+    not: each unit computes them for its own (sender, prompt) pairs, so memory follows the pass size.
+    """
+
+    key: str
+    paths: tuple
+    senders: list
+    sender_pos: list            # per sender: absolute token index per prompt, or None (every position)
+    enter: list                 # per sender: the stream state from which its change is in the stream
+    recv_pos: dict              # receiver -> token index per prompt, or None
+    read_pos: torch.Tensor
+    answer: torch.Tensor
+    wrong: torch.Tensor | None
+    clean_logits: torch.Tensor
+    base_tok: torch.Tensor
+    base_cache: dict            # (component, layer) -> base-run activations: senders, read streams, skipped blocks
+    source: dict | None         # (component, layer) -> source-run activations (patching, resample)
+    means: dict | None          # sender index -> mean activation (mean ablation)
+    resample_from: np.ndarray | None
+    intervention: Intervention
+    metric: Metric
+    n_prompts: int
+    clean_metric: np.ndarray
+    corrupt_metric: np.ndarray
+    skip_keys: set
+    base_noise: torch.Tensor | None = None
+    emb_path: str | None = None
+
+    def run_unit(self, model: Model, unit: P.Unit) -> np.ndarray:
+        """Metric values (float64) of the unit's rows: `engine.unit.run_unit` hands path units here."""
+        n = self.n_prompts
+        rows = np.arange(unit.start, unit.stop)
+        cols, prompts = rows // n, rows % n
+        change = self._changes(model, cols, prompts)
+        rp = self.read_pos[prompts]
+        logit_rows = np.array([self.paths[c].receivers == (LOGITS,) for c in cols])
+        picked = torch.zeros(len(cols), self.clean_logits.shape[1])
+        if logit_rows.any():
+            from ..lens import final_logits
+            idx = np.flatnonzero(logit_rows)
+            state, key = reads(model, LOGITS)
+            resid = self.base_cache[key][prompts[idx]].float().clone()
+            for k, i in enumerate(idx):
+                resid[k] += change(cols[i], prompts[i:i + 1], state)[0]
+            picked[idx] = final_logits(model, resid[torch.arange(len(idx)), rp[idx]].to(
+                self.base_cache[key].dtype)).float().cpu()
+        other = np.flatnonzero(~logit_rows)
+        if other.size:
+            picked[other] = _receiver_rows(model, self, cols[other], prompts[other], change)
+        wrong = self.wrong[prompts] if self.wrong is not None else None
+        return self.metric.compute(picked, self.answer[prompts], wrong, self.clean_logits[prompts]).numpy().astype(
+            np.float64)
+
+    def _changes(self, model: Model, cols, prompts):
+        """`change(c, prompts, state)`: the summed stream change of path c's senders upstream of `state`, [rows, T, d],
+        from the senders' changes computed here for the (sender, prompt) pairs of these rows only."""
+        index = {s: j for j, s in enumerate(self.senders)}
+        need: dict = {}
+        for c in np.unique(cols):
+            for s in self.paths[c].senders:
+                need.setdefault(index[s], set()).update(prompts[cols == c].tolist())
+        deltas, where = {}, {}
+        for j, ps in need.items():
+            ps = np.array(sorted(ps))
+            deltas[j] = self._delta(model, j, ps)
+            where[j] = {int(p): i for i, p in enumerate(ps)}
+        T, d = self.base_tok.shape[1], model.d_model
+
+        def change(c: int, rows_prompts: np.ndarray, state: int) -> torch.Tensor:
+            total = torch.zeros(len(rows_prompts), T, d)
+            for s in self.paths[c].senders:
+                j = index[s]
+                if self.enter[j] <= state:
+                    total += deltas[j][torch.as_tensor([where[j][int(p)] for p in rows_prompts])]
+            return total
+        return change
+
+    def _delta(self, model: Model, j: int, prompts: np.ndarray) -> torch.Tensor:
+        """[len(prompts), T, d] change of the stream made by sender j on these prompts (see `_sender_delta`)."""
+        s, kind = self.senders[j], self.intervention.kind
+        pos = self.sender_pos[j]
+        pos_p = None if pos is None else pos[prompts]
+        base = self.base_cache[(s.component, s.layer)][torch.as_tensor(prompts)]
+        rows = torch.arange(len(prompts))
+        if kind == "zero":
+            new = torch.zeros_like(base if pos is None else base[rows, torch.as_tensor(pos_p)])
+        elif kind == "mean":
+            m = self.means[j]
+            new = m.expand(base.shape if pos is None else base[rows, 0].shape).clone()
+        else:
+            acts = self.source[(s.component, s.layer)]
+            src = torch.as_tensor(self.resample_from[j][prompts] if kind == "resample" else prompts)
+            if pos is None:
+                new = acts[src]
+            else:
+                new = acts[src, torch.as_tensor(pos)[src]] if kind == "resample" else acts[src, torch.as_tensor(pos_p)]
+        if s.head is not None:
+            new = new[..., s.head, :]
+        return _sender_delta(model, s, base, new, pos_p)
+
+
+def prepare_paths(model: Model, data: ContrastSet, the_plan: P.Plan, cache: dict | None = None) -> PathContext:
+    """`compile.prepare` for path plans: the unpatched clean/corrupt runs once, and what every unit reads."""
+    intervention = Intervention.from_dict(the_plan.intervention)
+    metric = Metric.from_dict(the_plan.metric)
+    paths, n = the_plan.sites, the_plan.n_prompts
+    kind = intervention.kind
     senders = list(dict.fromkeys(s for p in paths for s in p.senders))
     receivers = list(dict.fromkeys(r for p in paths for r in p.receivers))
     sender_keys = {(s.component, s.layer) for s in senders}
     stream_keys = {reads(model, r)[1] for r in receivers}
     read_pos = read_positions(data, metric)
-    shape = model_shape(model)
-    per_row = P.bytes_per_row(shape, T, len(torch.unique(read_pos)))
-    fixed = P.cache_bytes(shape, n, T, len(sender_keys) + len(stream_keys) + model.n_layers)
-    on_cpu = model.device.type == "cpu"
-    rows_per_pass = P.rows_per_pass(len(paths) * n, per_row, fixed, P.parse_bytes(memory_budget), batch_size, on_cpu)
-    base_rows = P.rows_per_pass(n, per_row, fixed, P.parse_bytes(memory_budget), batch_size, on_cpu)
-
     low = min((r.layer for r in receivers if r != LOGITS), default=0)
-    skip = _can_skip(model)
-    skip_keys = {("resid_post", l) for l in range(low)} if skip else set()
+    skip_keys = {("resid_post", layer) for layer in range(low)} if the_plan.skip_blocks else set()
     base_run = intervention.base_run
     src_run = {"denoise": "clean", "noise": "corrupt"}.get(kind, intervention.reference)
     keys = {"clean": set(), "corrupt": set()}
@@ -237,91 +443,39 @@ def scan_paths(model, data: ContrastSet, spec, *, intervention=None, metric=None
     emb_path = embedding_module(model) if noise is not None else None
     got = {}
     for run in ("clean", "corrupt"):
-        got[run] = _cached_plain(cache, model, data.tokens(run), read_pos, sorted(keys[run]), base_rows,
+        got[run] = _cached_plain(cache, model, data.tokens(run), read_pos, sorted(keys[run]), the_plan.base_rows,
                                  *((noise, emb_path) if run == "corrupt" else (None, None)))
-    base_noise = (noise, emb_path) if base_run == "corrupt" else (None, None)
     (base_cache, _), (src_cache, _) = got[base_run], got[src_run]
     clean_logits, corrupt_logits = got["clean"][1], got["corrupt"][1]
     answer, wrong, clean_metric, corrupt_metric = baseline_metrics(metric, data, clean_logits, corrupt_logits)
-
     _check_logit_readout(model, paths, base_cache, read_pos, clean_logits if base_run == "clean" else corrupt_logits)
 
-    # the senders' changes to the stream, each [n, T, d]
     lengths = torch.tensor(data.lengths)
+    sender_pos = [_site_positions(data, s) for s in senders]
+    means = ({j: _means(src_cache, [s], [True], [sender_pos[j]], lengths)[0] for j, s in enumerate(senders)}
+             if kind == "mean" else None)
     whole = any(s.position == ALL for s in senders)
     resample_from = (_resample_sources(n, len(senders), intervention.seed, data.lengths if whole else None)
                      if kind == "resample" else None)
-    base_tok = data.tokens(base_run)
-    recv_positions = {r: _site_positions(data, r) for r in receivers if r != LOGITS}
-    deltas = []
-    for j, s in enumerate(senders):
-        pos = _site_positions(data, s)
-        base_acts = base_cache[(s.component, s.layer)]
-        new = _new_values(kind, s, j, pos, base_acts, src_cache, data, resample_from, lengths)
-        if s.head is not None:
-            new = new[..., s.head, :]
-        deltas.append(_sender_delta(model, s, base_acts, new, pos))
-    sender_index = {s: j for j, s in enumerate(senders)}
-    enter = [enters(model, s) for s in senders]
-
-    def change(c: int, prompts: np.ndarray, state: int) -> torch.Tensor:
-        """Sum of the changes of path c's senders upstream of `state`, for `prompts`: [rows, T, d]."""
-        total = torch.zeros(len(prompts), T, model.d_model)
-        for s in paths[c].senders:
-            j = sender_index[s]
-            if enter[j] <= state:
-                total += deltas[j][torch.as_tensor(prompts)]
-        return total
-
-    rows_all = np.arange(len(paths) * n)
-    cols_all, prompts_all = rows_all // n, rows_all % n
-    values = np.full(len(paths) * n, np.nan)
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(rows_all), disable=not progress, desc=f"paths {len(paths)} x {n} prompts", unit="row")
-    n_passes = 0
-    for r0, r1 in P.chunks(len(rows_all), rows_per_pass):
-        cols, prompts = cols_all[r0:r1], prompts_all[r0:r1]
-        rp = read_pos[prompts]
-        keep, inverse = keep_index(rp)
-        wrong_r = wrong[prompts] if wrong is not None else None
-        logit_rows = np.array([paths[c].receivers == (LOGITS,) for c in cols])
-        picked = torch.zeros(len(cols), clean_logits.shape[1])
-        if logit_rows.any():
-            from ..lens import final_logits
-            idx = np.flatnonzero(logit_rows)
-            state, key = reads(model, LOGITS)
-            resid = base_cache[key][prompts[idx]].float().clone()
-            for k, i in enumerate(idx):
-                resid[k] += change(cols[i], prompts[i:i + 1], state)[0]
-            picked[idx] = final_logits(model, resid[torch.arange(len(idx)), rp[idx]].to(base_cache[key].dtype)).float().cpu()
-        other = np.flatnonzero(~logit_rows)
-        if other.size:
-            picked[other] = _receiver_rows(model, paths, cols[other], prompts[other], base_cache, change,
-                                           base_tok, read_pos, skip_keys, recv_positions, base_noise)
-            n_passes += 2
-        values[r0:r1] = metric.compute(picked, answer[prompts], wrong_r, clean_logits[prompts]).numpy()
-        bar.update(r1 - r0)
-    bar.close()
-
-    table = values.reshape(len(paths), n).T
-    check_finite(table, "the path-patched runs")
-    base = corrupt_metric if base_run == "corrupt" else clean_metric
-    target = clean_metric if intervention.target_run == "clean" else corrupt_metric
-    meta = {"rows_per_pass": rows_per_pass, "n_passes": n_passes, "seconds": time.perf_counter() - t_start,
-            "device": str(model.device), "model": model.name or type(model.hf).__name__,
-            "memory_budget": P.parse_bytes(memory_budget), "n_random": 0, "paths": True}
-    if getattr(spec, "selected_on", None):
-        meta["selected_on"] = dict(spec.selected_on)
-    return Effects(values=table.copy(), clean=clean_metric, corrupt=corrupt_metric, sites=tuple(paths),
-                   base=base.copy(), target=target.copy(), joint=False, intervention=intervention, metric=metric,
-                   clusters=None if data.clusters is None else np.asarray(data.clusters), meta=meta)
+    return PathContext(
+        key=the_plan.key, paths=tuple(paths), senders=senders, sender_pos=sender_pos,
+        enter=[enters(model, s) for s in senders],
+        recv_pos={r: _site_positions(data, r) for r in receivers if r != LOGITS}, read_pos=read_pos,
+        answer=answer, wrong=wrong, clean_logits=clean_logits, base_tok=data.tokens(base_run), base_cache=base_cache,
+        source={k: src_cache[k] for k in sender_keys} if kind in ("denoise", "noise", "resample") else None,
+        means=means, resample_from=resample_from, intervention=intervention, metric=metric, n_prompts=n,
+        clean_metric=clean_metric, corrupt_metric=corrupt_metric, skip_keys=skip_keys,
+        base_noise=noise if base_run == "corrupt" else None, emb_path=emb_path if base_run == "corrupt" else None)
 
 
-def _receiver_rows(model: Model, paths, cols, prompts, base_cache, change, base_tok, read_pos, skip_keys,
-                   positions, base_noise) -> torch.Tensor:
-    """Logits at the read positions for rows whose paths end in heads/MLPs: the compute pass, then the final pass."""
+def _receiver_rows(model: Model, ctx: PathContext, cols, prompts, change) -> torch.Tensor:
+    """Logits at the read positions for rows whose paths end in heads/MLPs: the compute pass, then the final pass.
+
+    Both passes skip the blocks below the rows' lowest receiver with the base run's cached outputs (in the
+    compute pass the stream there is overwritten whole, so what those blocks compute is never read)."""
+    paths, base_cache, positions = ctx.paths, ctx.base_cache, ctx.recv_pos
     prompts_t = torch.as_tensor(prompts)
-    rp = read_pos[prompts]
+    rp = ctx.read_pos[prompts]
     keep, inverse = keep_index(rp)
     needed, reads_ = {}, {}
     for c in np.unique(cols):
@@ -339,8 +493,12 @@ def _receiver_rows(model: Model, paths, cols, prompts, base_cache, change, base_
             sel = np.flatnonzero(cols == c)
             new[sel] += change(c, prompts[sel], state)
         writes[key] = new
-    toks = base_tok[prompts_t]
-    recomputed = _compute_pass(model, toks, keep, writes, reads_)
+    toks = ctx.base_tok[prompts_t]
+    low = min(r.layer for c in np.unique(cols) for r in paths[c].receivers)
+    def skipped():  # fresh per pass: the compute pass overwrites the next block's input (the last one) in place
+        return [base_cache[("resid_post", layer)][prompts_t] for layer in range(low)
+                if ("resid_post", layer) in ctx.skip_keys]
+    recomputed = _compute_pass(model, toks, keep, writes, reads_, skip=skipped())
 
     # the final pass: the base run with every receiver's recomputed value written in
     groups: dict = {}
@@ -359,10 +517,8 @@ def _receiver_rows(model: Model, paths, cols, prompts, base_cache, change, base_
             g[0] = min(g[0], (r.layer, P.COMPONENT_ORDER[r.component]))
             g[1].writes.append((r.component, torch.as_tensor(sel), pos, h, vals))
     ordered = [g for _, g in sorted(groups.values(), key=lambda x: x[0])]
-    low = min(r.layer for c in np.unique(cols) for r in paths[c].receivers)
-    skip = [base_cache[("resid_post", l)][prompts_t] for l in range(low) if ("resid_post", l) in skip_keys]
-    noise, emb_path = base_noise
-    logits = _run_patched(model, toks, keep, ordered, skip, None if noise is None else noise[prompts_t], emb_path)
+    noise = None if ctx.base_noise is None else ctx.base_noise[prompts_t]
+    logits = _run_patched(model, toks, keep, ordered, skipped(), noise, ctx.emb_path)
     return logits_at(logits, keep, inverse, rp).float()
 
 

@@ -78,6 +78,9 @@ def add_noise(model: Model, emb_path: str | None, noise: torch.Tensor | None) ->
 
 def run_unit(model: Model, ctx, unit: P.Unit) -> np.ndarray:
     """Metric values (float64, one per row) of `unit`: the one function every executor calls."""
+    own = getattr(ctx, "run_unit", None)   # path scans: engine/paths.PathContext runs its own two passes
+    if own is not None:
+        return own(model, unit)
     if getattr(ctx, "prefix_kv", None) is not None:   # scan(..., reuse_prefix=True): see engine/prefix.py
         return _run_prefix(model, ctx, unit)
     n = ctx.n_prompts
