@@ -45,14 +45,8 @@ from .compile import (ScanError, _cached_plain, _can_skip, _check_inputs, _means
 from .fingerprint import digest
 from .unit import _Group, _run_patched, embedding_module, keep_index, logits_at, trace_kwargs
 
-__all__ = ["scan_paths", "resolve_paths", "make_path_plan", "prepare_paths", "PathContext", "random_paths",
+__all__ = ["resolve_paths", "make_path_plan", "prepare_paths", "PathContext", "random_paths",
            "sender_pool"]
-
-
-def scan_paths(model, data: ContrastSet, spec, **kwargs):
-    """`ci.scan` of path sites (kept for callers of the old entry point): everything goes through `scan`."""
-    from .execute import scan
-    return scan(model, data, spec, **kwargs)
 
 
 # --- where things enter and leave the residual stream ---------------------------------------------
