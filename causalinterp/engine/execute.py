@@ -34,6 +34,9 @@ def scan(model, data: ContrastSet, sites, *, intervention: Intervention | None =
     Returns `Effects` with ``values [n_prompts, n_columns]`` and the clean/corrupt baselines.
     ``n_random > 0`` also runs that many random site sets of the same size (for `claims.beats_random`),
     drawn with `seed` from `random_pool` (default: the same components/positions at every layer/head).
+    For path sites (`ci.sites.path`) a random set is a random path: the same receivers and as many senders,
+    drawn from `random_pool` as a pool of senders (default: the senders' kind upstream of every receiver;
+    docs/paths.md).
     ``checkpoint`` names a results directory: each finished unit is stored there as a checksummed
     shard under its content hash, and any later scan that needs the same unit (after a kill, on
     another executor) reads it instead of recomputing.  ``executor`` runs the units:
