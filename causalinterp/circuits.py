@@ -166,44 +166,34 @@ def _check_members(universe, members, edges: bool) -> None:
 def _ablated(model, data, uni, columns, intervention, metric, edges: bool, *, batch_size, memory_budget, cache,
              progress=False):
     """Per-prompt metric with each column's universe members ablated ([n, n_columns], with the clean metric for
-    an empty column), and the clean metric [n]."""
+    an empty column), the clean metric [n], and the run's context.  Each distinct column is computed once."""
+    todo = [c for c in dict.fromkeys(tuple(sorted(c)) for c in columns) if c]
+    if not todo:
+        raise CircuitError("the universe is empty: nothing could be ablated")
     if edges:
-        run = EdgeRun(model, data, uni, intervention, metric, batch_size=batch_size, memory_budget=memory_budget,
+        ctx = EdgeRun(model, data, uni, intervention, metric, batch_size=batch_size, memory_budget=memory_budget,
                       cache=cache)
-        todo = [c for c in dict.fromkeys(tuple(sorted(c)) for c in columns) if c]
-        table = run.metrics(todo, progress=progress) if todo else np.empty((data.n, 0))
-        where = {c: j for j, c in enumerate(todo)}
-        full = run.clean_metric
-        vals = np.column_stack([table[:, where[tuple(sorted(c))]] if c else full for c in columns])
-        return vals, full, run
-    vals, ctx = ablated_metrics(model, data, uni, columns, intervention, metric, batch_size=batch_size,
-                                memory_budget=memory_budget, cache=cache)
+        table = ctx.metrics(todo, progress=progress)
+    else:
+        table, ctx = ablated_metrics(model, data, uni, todo, intervention, metric, batch_size=batch_size,
+                                     memory_budget=memory_budget, cache=cache)
+    where = {c: j for j, c in enumerate(todo)}
     full = ctx.clean_metric
-    return np.where(np.isnan(vals), full[:, None], vals), full, ctx
+    return np.column_stack([table[:, where[tuple(sorted(c))]] if c else full for c in columns]), full, ctx
 
 
 def ablated_metrics(model: Model, data, universe, columns, intervention, metric=None, *, batch_size=None,
                     memory_budget="2GB", cache=None):
     """Per-prompt metric with each column's universe nodes ablated jointly: ([n, n_columns], context).
 
-    Columns are tuples of indices into `universe`; an empty column is the unablated model (the base run).
-    One plan for all non-empty columns: many columns per forward pass, each a `run_unit` like any scan.
+    Columns are non-empty tuples of indices into `universe`.  One plan for all of them: many columns per
+    forward pass, each a `run_unit` like any scan.
     """
-    todo = [c for c in dict.fromkeys(tuple(sorted(c)) for c in columns) if c]
-    n = data.n
-    out = np.empty((n, len(columns)))
-    ctx = None
-    if todo:
-        the_plan = make_plan(model, data, tuple(universe), intervention=intervention, metric=metric,
-                             columns=todo, batch_size=batch_size, memory_budget=memory_budget)
-        ctx = prepare(model, data, the_plan, cache)
-        flat = np.concatenate([run_unit(model, ctx, u) for u in the_plan.units])
-        table = flat.reshape(len(todo), n).T
-        where = {c: j for j, c in enumerate(todo)}
-    for j, c in enumerate(columns):
-        c = tuple(sorted(c))
-        out[:, j] = table[:, where[c]] if c else np.nan
-    return out, ctx
+    the_plan = make_plan(model, data, tuple(universe), intervention=intervention, metric=metric,
+                         columns=columns, batch_size=batch_size, memory_budget=memory_budget)
+    ctx = prepare(model, data, the_plan, cache)
+    flat = np.concatenate([run_unit(model, ctx, u) for u in the_plan.units])
+    return flat.reshape(len(columns), data.n).T, ctx
 
 
 def faithfulness(model, data, circuit: Circuit, ablation: str = "mean", *, universe=None, n_random: int = 0,
@@ -233,8 +223,6 @@ def faithfulness(model, data, circuit: Circuit, ablation: str = "mean", *, unive
     intervention = ablate(ablation, seed=seed, reference=reference)
     members, edges = _members(model, circuit)
     uni = _universe(model, data, universe, edges)
-    if not uni:
-        raise CircuitError("the universe is empty: nothing could be ablated")
     _check_members(uni, members, edges)
     everything = tuple(range(len(uni)))
     columns = [_complement(uni, members), everything]
