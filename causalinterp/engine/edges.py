@@ -199,20 +199,21 @@ class EdgeRun:
         _check_logit_readout(model, [Path((EMBED,), (LOGITS,))], self.clean, self.read_pos, clean_logits)
 
         self.multiplier = float(getattr(model.config, "residual_multiplier", 1.0) or 1.0)
-        # what attention adds besides its heads (the output projection's bias), per layer with head nodes
+        # what attention adds besides its heads (the output projection's bias, residual multiplier applied), per
+        # layer with head nodes; `bias_enters`: the stream state from which it is in the stream
         self.bias = {layer: self._o_proj(layer, torch.zeros(1, 1, model.n_heads * model.d_head))[0, 0]
                      * self.multiplier for layer in range(L) if self.heads_split[layer]}
-        # each sender's ablated contribution to the stream: [n, T, d]
+        self.bias_enters = {layer: enters(model, Site("head_out", layer, 0, ALL)) for layer in self.bias}
+        # each sender's ablated contribution to the stream, stacked: [n, senders, T * d]; `ablated_column`:
+        # node index -> its column
         resample_from = (_resample_sources(n, len(self.senders), intervention.seed, data.lengths)
                          if kind == "resample" else None)
         lengths = torch.tensor(data.lengths)
-        self.ablated = {}
-        for j, s in enumerate(self.senders):
-            new = _new_values(kind, s, j, None, self.clean[(s.component, s.layer)], source, data, resample_from,
-                              lengths)
-            self.ablated[self.node_index[s]] = self._contribution(s, new)
-        self.ablated_order = sorted(self.ablated)
-        self.ablated_stack = torch.stack([self.ablated[j] for j in self.ablated_order], 1).reshape(n, len(self.ablated), -1)
+        self.ablated_column = {self.node_index[s]: j for j, s in enumerate(self.senders)}
+        self.ablated_stack = torch.stack(
+            [self._contribution(s, _new_values(kind, s, j, None, self.clean[(s.component, s.layer)], source, data,
+                                               resample_from, lengths)).reshape(n, -1)
+             for j, s in enumerate(self.senders)], 1)
         self.tokens = data.tokens("clean")
 
     # --- contributions to the stream ----------------------------------------------------------------
@@ -229,7 +230,7 @@ class EdgeRun:
         for h in range(H):
             one[h, :, :, h] = z[:, :, h]
         out = self._o_proj(layer, one.reshape(H * rows, T, H * dh)).reshape(H, rows, T, -1)
-        return (out - self._o_proj(layer, torch.zeros(1, 1, H * dh, dtype=z.dtype))) * self.multiplier
+        return out * self.multiplier - self.bias[layer]
 
     def _contribution(self, s: Site, acts: torch.Tensor) -> torch.Tensor:
         """What node `s` adds to the residual stream given its activation (canonical view; a head: [.., H, dh])."""
@@ -269,8 +270,8 @@ class EdgeRun:
         removed = torch.stack([masks[g] for g in sets_e]) if sets_e else torch.zeros(0, len(up))
         kept = 1.0 - removed
         x = torch.empty(len(rows_e), A.shape[-1])
-        senders = [pos[j] for j in self.ablated_order if j in pos]
-        stacked = self.ablated_stack[:, [self.ablated_order.index(up[i]) for i in senders]]
+        senders = [i for i, j in enumerate(up) if j in self.ablated_column]
+        stacked = self.ablated_stack[:, [self.ablated_column[up[i]] for i in senders]]
         bounds = np.searchsorted(rows_e, np.arange(m + 1))      # expanded rows come grouped by row, in order
         for k in range(m):
             a, b = int(bounds[k]), int(bounds[k + 1])
@@ -282,7 +283,7 @@ class EdgeRun:
                 x[a:b] += r @ stacked[prompts[k]]
         x = x.reshape(len(rows_e), *shape)
         for layer, b in self.bias.items():
-            if self.enters[self.node_index[Site("head_out", layer, 0, ALL)]] <= state:
+            if self.bias_enters[layer] <= state:
                 x = x + b
         return x
 
@@ -381,8 +382,8 @@ class EdgeRun:
                 raise ScanError(f"columns[{c}] has an edge index outside 0..{len(self.edges) - 1}")
         removed = self._removed(cols)
         rows = self.rows
-        if self.batch_size is None:   # a row also keeps every sender's actual change between passes
-            extra = (len(self.senders) + 2) * self.tokens.shape[1] * self.model.d_model * 4
+        if self.batch_size is None:   # a row also keeps every node's actual contribution between passes
+            extra = (len(self.nodes) + 2) * self.tokens.shape[1] * self.model.d_model * 4
             rows = P.rows_per_pass(len(cols) * n, self.per_row + extra, self.fixed, self.budget, None,
                                    self.model.device.type == "cpu")
         rows_all = np.arange(len(cols) * n)
