@@ -6,6 +6,8 @@ engine checks the adapters, the batching and the nnsight writes all at once.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 def _llama_like(attn="self_attn", o="o_proj", q="q_proj", k="k_proj", v="v_proj", mid="post_attention_layernorm",
@@ -264,7 +266,10 @@ def _hook_out(mod, fn):
         lambda m, a, o: ((fn(o[0]),) + tuple(o[1:])) if isinstance(o, tuple) else fn(o))
 
 
-_BASE: dict = {}  # base-run activations per (model, prompt): read once, used by every path of the prompt
+# base-run activations per model and prompt: read once, used by every path of the prompt.  Keyed by the model
+# object itself (weakly), not id(model): a freed model's id can be reused by a new one, which then read another
+# model's activations (a flaky failure of test_every_path_kind_matches_hooks in a full run)
+_BASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def path_patched(hf, base_tokens, senders, receivers, n_layers):
@@ -276,11 +281,12 @@ def path_patched(hf, base_tokens, senders, receivers, n_layers):
     family = family_of(hf)
     table = MODULES[family]
     get = lambda comp, l: hf.get_submodule(table[comp][0].format(l=l))  # noqa: E731
-    key = (id(hf), tuple(base_tokens.tolist()))
-    if key not in _BASE:
-        _BASE[key] = {(c, l): read(hf, base_tokens, c, l) for l in range(n_layers)
+    per_model = _BASE.setdefault(hf, {})
+    key = tuple(base_tokens.tolist())
+    if key not in per_model:
+        per_model[key] = {(c, l): read(hf, base_tokens, c, l) for l in range(n_layers)
                       for c in ("attn_out", "mlp_out", "head_out")}
-    base = _BASE[key]
+    base = per_model[key]
     by_layer = {}
     for s in senders:
         by_layer.setdefault((s[0], s[1]), []).append(s)
