@@ -314,7 +314,8 @@ def _cached_plain(cache: dict | None, model: Model, tokens, read_pos, keys, rows
         return _run_plain(model, tokens, read_pos, keys, rows_per_pass, noise, emb_path)
     ident = (id(model), tokens.numpy().tobytes(), tuple(tokens.shape), read_pos.numpy().tobytes(),
              None if noise is None else digest(tensor_checksum(noise)))
-    entry = cache.setdefault(ident, {"acts": {}, "logits": None})
+    # the entry holds the model, so its id cannot be reused by another model while the entry exists
+    entry = cache.setdefault(ident, {"acts": {}, "logits": None, "model": model})
     missing = [k for k in keys if k not in entry["acts"]]
     if missing or entry["logits"] is None:
         acts, logits = _run_plain(model, tokens, read_pos, missing, rows_per_pass, noise, emb_path)
