@@ -14,7 +14,12 @@ from .spec.hypothesis import DataRef, Hypothesis, HypothesisError
 
 def _model_for(h: Hypothesis, model, models: dict) -> Model:
     if model is not None:
-        return model if isinstance(model, Model) else models.setdefault(("given", id(model)), load_model(model))
+        if isinstance(model, Model):
+            return model
+        key = ("given", id(model))          # the dict keeps the wrapped model (and so its id) alive
+        if key not in models:
+            models[key] = load_model(model)
+        return models[key]
     if h.model is None:
         raise HypothesisError(f"hypothesis {h.name!r} names no model: pass run(h, model) or set model: in the "
                               "hypothesis (e.g. 'testbed:induction')")
